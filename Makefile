@@ -1,0 +1,65 @@
+# The verbs a person uses. `make run` brings up the whole system; `make test` passes the tests.
+# Both install what they need (a .venv here, Mosquitto through apt-get when root).
+
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?=
+BOARD ?= esp32-devkitc
+DEVICE ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup mosquitto test lint run press hil flash bench clean help
+
+help:
+	@echo "make run     start broker, bridge, 114 reference intake and three virtual boards"
+	@echo "make press DEVICE=<id>   press a virtual board's button while 'make run' is up"
+	@echo "make test    run every test (installs what it needs first)"
+	@echo "make lint    ruff, type check of firmware/ against the ESP32 stubs, mpy-cross compile"
+	@echo "make hil [PORT=/dev/ttyUSB0 BOARD=esp32-devkitc]   hardware-in-the-loop suite"
+	@echo "make flash PORT=/dev/ttyUSB0 DEVICE=<id>   build and flash one provisioned device"
+	@echo "make bench   benchmarks; figures go to the terminal (see docs/performance.md)"
+
+setup: $(STAMP) mosquitto
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; install Python 3.10+"; exit 1; }
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "error: Python 3.10+ is needed"; exit 1; }
+	@test -x $(BIN)/python || { echo "== creating $(VENV)"; $(PY) -m venv $(VENV); }
+	@echo "== installing Python packages into $(VENV)"
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+mosquitto:
+	@bash scripts/ensure-mosquitto.sh
+
+test: setup
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	@echo "== ruff"; $(BIN)/ruff check .
+	@echo "== type check of firmware/ against micropython-esp32-stubs"; $(BIN)/python scripts/typecheck_firmware.py
+	@echo "== mpy-cross compile of every firmware file"; $(BIN)/python scripts/mpy_compile_check.py
+
+run: setup
+	@$(BIN)/baochay-stack
+
+press: setup
+	@test -n "$(DEVICE)" || { echo "usage: make press DEVICE=<device id> (see the list 'make run' printed)"; exit 2; }
+	@$(BIN)/baochay-stack press $(DEVICE)
+
+hil: setup
+	@$(BIN)/python -m pytest hil_tests $(if $(PORT),--port $(PORT) --board $(BOARD),) --results results/hil $(PYTEST_ARGS)
+
+flash: setup
+	@test -n "$(PORT)" -a -n "$(DEVICE)" || { echo "usage: make flash PORT=/dev/ttyUSB0 DEVICE=<device id>"; exit 2; }
+	@$(BIN)/baochay-provision flash --port $(PORT) --device $(DEVICE)
+
+bench: setup
+	@$(BIN)/python -m bench
+
+clean:
+	rm -rf build var results .pytest_cache .ruff_cache .mypy_cache

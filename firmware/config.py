@@ -1,0 +1,113 @@
+# Device configuration: load /device.json and /board.json and validate them.
+# A broken or missing config raises ConfigError with a message naming the key; the app then shows a
+# fault on the indicator and the console instead of crash-looping.
+import json
+
+from sign import parse_key
+
+DEFAULTS = {
+    "telemetry_s": 60,
+    "cancel_window_s": 30,
+    "hold_cancel_ms": 3000,
+    "debounce_ms": 30,
+    "outbox_max": 64,
+    "test_rig": False,
+    "ntp": None,
+    "gps_max_age_s": 30,
+    "gps_max_acc_m": 50,
+}
+MQTT_DEFAULTS = {"port": 1883, "tls": False, "keepalive": 30, "user": None, "password": None}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _need(d, key, kind, where):
+    if key not in d:
+        raise ConfigError("%s: missing '%s'" % (where, key))
+    v = d[key]
+    if kind is float:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+    elif kind is int:
+        ok = isinstance(v, int) and not isinstance(v, bool)
+    else:
+        ok = isinstance(v, kind)
+    if not ok:
+        raise ConfigError("%s: '%s' must be %s" % (where, key, kind.__name__))
+    return v
+
+
+def _valid_id(s):
+    if not (3 <= len(s) <= 32):
+        return False
+    for c in s:
+        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-"):
+            return False
+    return True
+
+
+def validate(raw):
+    """dict from device.json -> a complete config dict (defaults filled in); ConfigError otherwise."""
+    if not isinstance(raw, dict):
+        raise ConfigError("device config: not a JSON object")
+    cfg = dict(DEFAULTS)
+    cfg.update(raw)
+    dev = _need(cfg, "dev", str, "device config")
+    if not _valid_id(dev):
+        raise ConfigError("device config: 'dev' must be 3-32 of a-z 0-9 -")
+    try:
+        cfg["key_bytes"] = parse_key(cfg.get("key"))
+    except ValueError as e:
+        raise ConfigError("device config: 'key': %s" % e)
+    _need(cfg, "board", str, "device config")
+    mq = dict(MQTT_DEFAULTS)
+    mq.update(_need(cfg, "mqtt", dict, "device config"))
+    _need(mq, "host", str, "mqtt")
+    port = _need(mq, "port", int, "mqtt")
+    if not 0 < port < 65536:
+        raise ConfigError("mqtt: 'port' out of range")
+    if mq["user"] is None:
+        mq["user"] = dev
+    cfg["mqtt"] = mq
+    loc = _need(cfg, "loc", dict, "device config")
+    lat = _need(loc, "lat", float, "loc")
+    lon = _need(loc, "lon", float, "loc")
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ConfigError("loc: lat/lon out of range")
+    loc.setdefault("acc", 15)
+    for key in ("telemetry_s", "cancel_window_s", "hold_cancel_ms", "debounce_ms", "outbox_max"):
+        if _need(cfg, key, int, "device config") < 0:
+            raise ConfigError("device config: '%s' must not be negative" % key)
+    if cfg["outbox_max"] < 4:
+        raise ConfigError("device config: 'outbox_max' must be at least 4")
+    cfg.setdefault("site", {})
+    cfg.setdefault("wifi", None)
+    return cfg
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except OSError:
+        raise ConfigError("device config %s: not found" % path)
+    except ValueError as e:
+        raise ConfigError("device config %s: not valid JSON (%s)" % (path, e))
+    return validate(raw)
+
+
+def load_board(path):
+    """/board.json (derived from boards.yaml by provisioning): pins and fitted sensors."""
+    try:
+        with open(path) as f:
+            b = json.load(f)
+    except OSError:
+        raise ConfigError("board config %s: not found" % path)
+    except ValueError as e:
+        raise ConfigError("board config %s: not valid JSON (%s)" % (path, e))
+    if not isinstance(b, dict) or not isinstance(b.get("name"), str):
+        raise ConfigError("board config %s: missing 'name'" % path)
+    b.setdefault("pins", {})
+    b.setdefault("sensors", [])
+    return b

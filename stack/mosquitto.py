@@ -1,0 +1,166 @@
+"""A real Mosquitto broker on a loopback port, with per-user passwords and an ACL.
+
+The config, password file, ACL and persistence live in one directory so the broker can be stopped and
+started again on the same state (the outage tests rely on that).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ports import free_port, wait_port
+
+# Devices: publish only on their own topics, read only their own acks and commands (%u = user name).
+DEVICE_ACL = """\
+pattern write baochay/v1/%u/event
+pattern write baochay/v1/%u/telemetry
+pattern write baochay/v1/%u/status
+pattern read baochay/v1/%u/ack
+pattern read baochay/v1/%u/cmd
+"""
+
+
+def bridge_acl(user: str) -> str:
+    return (
+        f"user {user}\n"
+        "topic read baochay/v1/+/event\n"
+        "topic read baochay/v1/+/telemetry\n"
+        "topic read baochay/v1/+/status\n"
+        "topic write baochay/v1/+/ack\n"
+        "topic write baochay/v1/+/cmd\n"
+        "topic readwrite baochay/v1/bridge/#\n"
+    )
+
+
+class MosquittoMissing(RuntimeError):
+    pass
+
+
+def find_mosquitto() -> str:
+    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if cand and os.path.exists(cand):
+            return cand
+    raise MosquittoMissing(
+        "mosquitto is not installed: run `make setup` as root, or `sudo apt-get install mosquitto`"
+    )
+
+
+def find_passwd_tool() -> str:
+    tool = shutil.which("mosquitto_passwd")
+    if not tool:
+        raise MosquittoMissing("mosquitto_passwd is missing: install the Debian package `mosquitto`")
+    return tool
+
+
+def write_password_file(path: Path, users: dict[str, str]) -> None:
+    """Hash `users` (name -> password) into a Mosquitto password file with mosquitto_passwd."""
+    tool = find_passwd_tool()
+    path.write_text("")
+    for name, password in users.items():
+        subprocess.run([tool, "-b", str(path), name, password], check=True, capture_output=True)
+    path.chmod(0o600)
+
+
+@dataclass
+class Mosquitto:
+    """One broker process. `users` maps user name -> password; `bridge_users` get the bridge ACL."""
+
+    workdir: Path
+    users: dict[str, str] = field(default_factory=dict)
+    bridge_users: tuple[str, ...] = ()
+    port: int = 0
+    host: str = "127.0.0.1"
+    anonymous: bool = False
+    max_packet_size: int = 65536
+    proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port(self.host)
+        self.write_config()
+
+    @property
+    def conf_path(self) -> Path:
+        return self.workdir / "mosquitto.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    def add_user(self, name: str, password: str) -> None:
+        """Add a user; takes effect on the next start (or reload)."""
+        self.users[name] = password
+        self.write_config()
+
+    def write_config(self) -> None:
+        d = self.workdir
+        (d / "data").mkdir(exist_ok=True)
+        write_password_file(d / "passwd", self.users)
+        acl = "".join(bridge_acl(u) for u in self.bridge_users) + "\n" + DEVICE_ACL
+        (d / "acl").write_text(acl)
+        user_line = "user root\n" if os.geteuid() == 0 else ""
+        self.conf_path.write_text(
+            f"# generated for a local run: loopback only\n"
+            f"{user_line}"
+            f"per_listener_settings false\n"
+            f"listener {self.port} {self.host}\n"
+            f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
+            f"password_file {d / 'passwd'}\n"
+            f"acl_file {d / 'acl'}\n"
+            f"persistence true\n"
+            f"persistence_location {d / 'data'}/\n"
+            f"autosave_interval 1\n"
+            f"max_packet_size {self.max_packet_size}\n"
+            f"max_inflight_messages 100\n"
+            f"max_queued_messages 100000\n"
+            f"log_dest file {self.log_path}\n"
+            f"log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            f"connection_messages true\n"
+        )
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        if self.proc and self.proc.poll() is None:
+            return self
+        exe = find_mosquitto()
+        self.proc = subprocess.Popen(
+            [exe, "-c", str(self.conf_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "mosquitto.stderr", "ab"),
+        )
+        try:
+            wait_port(self.host, self.port, timeout)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start; see {self.log_path}") from None
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop gracefully (SIGTERM) so that persistence is saved, as a broker restart would."""
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        p.terminate()
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def reload(self) -> None:
+        """Re-read the password file and ACL without dropping connections (SIGHUP)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(1)
+            time.sleep(0.2)
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
