@@ -1,0 +1,415 @@
+# The application: wires the portable core (config, events, outbox, call point, console, MQTT) to a
+# board and runs it as asyncio tasks. Knows nothing of the hardware beyond the board interface.
+import asyncio
+import gc
+import json
+
+import config as configmod
+from callpoint import CallPoint
+from clock import Clock
+from compat import ticks_diff, ticks_ms
+from console import Console
+from drivers.button import Debouncer
+from drivers.indicator import Indicator
+from events import EventFactory, ctr_of, read_signed
+from outbox import Outbox
+from persist import Counters
+from sign import Signer
+
+FW_VERSION = "0.1.0"
+STAGE_RANK = {"sent": 1, "stored": 2, "forwarded": 3, "accepted": 4, "failed": 5}
+ACK_TIMEOUT_MS = 30000  # resend an event the bridge has not stored within this time
+BUTTON_POLL_MS = 10
+REMOTE_CONFIG = ("telemetry_s", "cancel_window_s")
+
+
+class App:
+    def __init__(self, board, flash_dir="."):
+        self.board = board
+        self.dir = flash_dir
+        self.console = Console(board.console_write)
+        self.fault = None  # (cause, detail) of a standing device fault
+        self.heap_peak = 0
+        self.mq = None
+        self.sensing = None
+        self.rig = False
+        self._ram = []  # events flash refused: still sent, from RAM
+        self._sent_at = {}  # ctr -> ticks of PUBACK, until the bridge stores it
+        self._stage = {}  # event id -> best stage seen
+        self._heartbeat = ticks_ms()
+        self._identify_until = None
+        self._wake = asyncio.Event()
+        self.last_event = None
+
+    # -- start-up -----------------------------------------------------------------------------
+    async def main(self):
+        b = self.board
+        self.counters = Counters(self.dir + "/state")
+        boot = self.counters.next("boot")
+        self.clock = Clock(boot)
+        self.indicator = Indicator(b.led, b.buzzer)
+        try:
+            board_cfg = configmod.load_board(self.dir + "/board.json")
+            self.cfg = cfg = configmod.load(self.dir + "/device.json")
+        except configmod.ConfigError as e:
+            await self._config_fault(str(e))
+            return
+        b.setup(board_cfg, cfg)
+        self.rig = bool(cfg["test_rig"]) or b.name == "virtual"
+        self.dev = cfg["dev"]
+        self.topic = "baochay/v1/%s/" % self.dev
+        self.signer = Signer(cfg["key_bytes"])
+        self.events = EventFactory(self.dev, self.signer, self.counters, self.clock)
+        self.outbox = Outbox(self.dir + "/outbox", cfg["outbox_max"])
+        self.cp = CallPoint(cfg["hold_cancel_ms"], cfg["cancel_window_s"])
+        self.debounce = Debouncer(cfg["debounce_ms"])
+        self._register_console()
+        self._start_sensing()
+        self.console.emit("boot", dev=self.dev, fw=FW_VERSION, board=b.name, boot=boot, reset_cause=b.reset_cause)
+        self.indicator.show("idle", ticks_ms())
+        b.wdt_start(cfg.get("wdt_ms", 10000))
+        if b.reset_cause == "wdt":
+            self.raise_event("fault", "watchdog", {"detail": "restarted by the watchdog"})
+        self._make_client()
+        tasks = [self._console_loop(), self._button_loop(), self._sender(), self._watchdog(),
+                 self._telemetry(), self._network(), self.mq.run()]
+        if self.sensing:
+            tasks.append(self.sensing.run())
+        if self.outbox.ctrs():
+            self._wake.set()
+        await asyncio.gather(*tasks)
+
+    async def _config_fault(self, detail):
+        """A broken config: show it and keep answering the console, never crash-loop."""
+        self.fault = ("config", detail)
+        self.dev = None
+        self.indicator.show("fault", ticks_ms())
+        self.console.emit("fault", cause="config", detail=detail)
+        self.console.register("status", self._cmd_status)
+        self.console.register("heap", self._cmd_heap)
+        self.console.register("reboot", self._cmd_reboot)
+        await asyncio.gather(self._console_loop(), self._fault_blink())
+
+    async def _fault_blink(self):
+        while True:
+            self.indicator.tick(ticks_ms())
+            await asyncio.sleep_ms(50)
+
+    def _start_sensing(self):
+        if not self.board.sensors:
+            return
+        try:
+            from sensing import Sensing
+        except ImportError:
+            return
+        self.sensing = Sensing(self.board, self.cfg, self._sensor_event, ticks_ms)
+        for name, handler in self.sensing.console_commands().items():
+            self.console.register(name, handler, rig_only=True)
+
+    def _sensor_event(self, type, cause, data):
+        self.raise_event(type, cause, data)
+
+    def _make_client(self):
+        from mqtt import MQTTClient
+
+        m = self.cfg["mqtt"]
+        offline = json.dumps({"v": 1, "state": "offline"}, separators=(",", ":")).encode()
+        self.mq = MQTTClient(
+            self.dev, m["host"], m["port"], user=m["user"], password=m["password"],
+            keepalive=m["keepalive"], clean=False, will=(self.topic + "status", offline, 1, True),
+            ssl=m["tls"], on_message=self._on_message, on_state=self._on_mqtt_state,
+            on_connect=self._on_connect, link=self.board,
+        )
+        self.mq.subscribe(self.topic + "ack", 1)
+        self.mq.subscribe(self.topic + "cmd", 1)
+
+    # -- events ---------------------------------------------------------------------------------
+    def location(self):
+        if self.sensing:
+            return self.sensing.location(ticks_ms())
+        loc = self.cfg["loc"]
+        return {"lat": loc["lat"], "lon": loc["lon"], "acc": loc.get("acc", 15), "src": "fixed", "age": 0}
+
+    def raise_event(self, type, cause, data=None, ref=None):
+        """Create, persist and queue one event; returns its id. Flash first, then the network."""
+        ctr, eid, frame = self.events.make(type, cause, self.location(), data, ref)
+        if not self.outbox.put(ctr, type, frame):
+            self._ram.append((ctr, frame))
+            self.console.emit("fault", cause="outbox", detail="flash refused the event; sending from RAM")
+        self.last_event = eid
+        self.console.emit("event", id=eid, type=type, cause=cause)
+        if type == "alarm" and cause != "button":
+            self.cp.raised("alarm", eid)
+            self.cp.indicator = "alarm"
+            self.cp.alarm_at = ticks_ms()
+        self._wake.set()
+        return eid
+
+    def _pending(self):
+        items = self.outbox.pending()
+        if self._ram:
+            items = items + self._ram
+            items.sort(key=lambda x: x[0])
+        return items
+
+    async def _sender(self):
+        """Publish the outbox in counter order; resend what the bridge has not stored in time."""
+        while True:
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), 1000)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            now = ticks_ms()
+            for ctr, frame in self._pending():
+                at = self._sent_at.get(ctr)
+                if at is not None and ticks_diff(now, at) < ACK_TIMEOUT_MS:
+                    continue
+                ok = await self.mq.publish(self.topic + "event", frame, qos=1)
+                if ok:
+                    self._sent_at[ctr] = ticks_ms()
+                    eid = "%s-%08d" % (self.dev, ctr)
+                    if at is None:
+                        self.console.emit("sent", id=eid)
+                        self._progress(eid, "sent")
+
+    def _progress(self, eid, stage, incident=None):
+        if STAGE_RANK.get(stage, 0) > STAGE_RANK.get(self._stage.get(eid), 0):
+            self._stage[eid] = stage
+        if self.cp.progress(eid, stage, incident):
+            self._show()
+
+    def _on_ack(self, msg):
+        eid = msg.get("id")
+        stage = msg.get("stage")
+        if not isinstance(eid, str) or stage not in STAGE_RANK or not eid.startswith(self.dev + "-"):
+            return
+        ctr = ctr_of(eid)
+        line = {"id": eid, "stage": stage}
+        if msg.get("incident"):
+            line["incident"] = msg["incident"]
+        if msg.get("reason"):
+            line["reason"] = msg["reason"]
+        self.console.emit("ack", **line)
+        if stage != "sent":
+            # stored or later: the bridge has it durably, so the flash copy can go
+            self.outbox.remove(ctr)
+            self._sent_at.pop(ctr, None)
+            self._ram = [x for x in self._ram if x[0] != ctr]
+        self._progress(eid, stage, msg.get("incident"))
+        if len(self._stage) > 32:  # keep memory bounded on a long-running device
+            for k in list(self._stage)[:16]:
+                self._stage.pop(k, None)
+
+    # -- MQTT callbacks ---------------------------------------------------------------------------
+    def _on_message(self, topic, payload, retained):
+        msg = read_signed(self.signer, payload)
+        if msg is None:
+            self.console.emit("rejected", topic=topic, reason="bad signature or format")
+            return
+        if topic == self.topic + "ack":
+            self._on_ack(msg)
+        elif topic == self.topic + "cmd":
+            self._on_cmd(msg)
+
+    def _on_mqtt_state(self, connected, detail):
+        self.console.emit("mqtt", state="connected" if connected else "down", detail=detail)
+        if connected:
+            self._wake.set()
+
+    async def _on_connect(self):
+        asyncio.create_task(self._birth())
+
+    async def _birth(self):
+        birth = {"v": 1, "state": "online", "fw": FW_VERSION, "board": self.board.name,
+                 "boot": self.clock.boot, "up": self.clock.uptime_ms(), "ts": self.clock.unix()}
+        await self.mq.publish(self.topic + "status", json.dumps(birth, separators=(",", ":")).encode(), qos=1, retain=True)
+
+    def _on_cmd(self, msg):
+        ctr = msg.get("ctr")
+        if not isinstance(ctr, int) or ctr <= self.counters.get("cmd"):
+            self.console.emit("rejected", topic="cmd", reason="replayed or unnumbered command")
+            return
+        self.counters.set("cmd", ctr)
+        name = msg.get("cmd")
+        args = msg.get("args") or {}
+        self.console.emit("cmd", cmd=name)
+        if name == "identify":
+            self._identify_until = ticks_diff(ticks_ms(), -10000)
+            self._show()
+        elif name == "silence":
+            self.indicator.silence()
+        elif name == "self-test":
+            asyncio.create_task(self._selftest())
+        elif name == "reboot":
+            asyncio.create_task(self._reboot())
+        elif name == "config":
+            for k in REMOTE_CONFIG:
+                if isinstance(args.get(k), int) and args[k] >= 0:
+                    self.cfg[k] = args[k]
+            self.cp.cancel_window_ms = self.cfg["cancel_window_s"] * 1000
+
+    # -- indicator ------------------------------------------------------------------------------
+    def _show(self):
+        now = ticks_ms()
+        state = self.cp.indicator
+        if self._identify_until is not None:
+            if ticks_diff(self._identify_until, now) > 0:
+                state = "identify"
+            else:
+                self._identify_until = None
+        if state == "idle" and self.fault:
+            state = "fault"
+        if self.indicator.show(state, now):
+            self.console.emit("indicator", state=state)
+
+    # -- tasks ----------------------------------------------------------------------------------
+    async def _button_loop(self):
+        cp = self.cp
+        down_at = ticks_ms()
+        while True:
+            now = ticks_ms()
+            edge = self.debounce.sample(self.board.button_pressed(), now)
+            if edge == "down":
+                down_at = now
+                self.console.emit("button", state="down")
+                if cp.press(now) == "alarm":
+                    eid = self.raise_event("alarm", "button", {"press_ms": 0})
+                    cp.raised("alarm", eid)
+                    self._show()
+            elif edge == "up":
+                self.console.emit("button", state="up", ms=ticks_diff(now, down_at))
+                cp.release(now)
+            if cp.tick(now) == "cancel":
+                eid = self.raise_event("cancel", "button", {}, ref=cp.alarm_id)
+                cp.raised("cancel", eid)
+                self._show()
+            if self._identify_until is not None:
+                self._show()
+            self.indicator.tick(now)
+            a = gc.mem_alloc()
+            if a > self.heap_peak:
+                self.heap_peak = a
+            self._heartbeat = now
+            await asyncio.sleep_ms(BUTTON_POLL_MS)
+
+    async def _watchdog(self):
+        """Feed the hardware watchdog only while the main loop is healthy."""
+        while True:
+            if ticks_diff(ticks_ms(), self._heartbeat) < 2000:
+                self.board.wdt_feed()
+            await asyncio.sleep_ms(500)
+
+    async def _telemetry(self):
+        while True:
+            period = self.cfg["telemetry_s"]
+            if period <= 0:
+                await asyncio.sleep(5)
+                continue
+            await asyncio.sleep(period)
+            if not self.mq.connected:
+                continue
+            t = {"v": 1, "dev": self.dev, "up": self.clock.uptime_ms(), "ts": self.clock.unix(),
+                 "boot": self.clock.boot, "heap_free": gc.mem_free(), "heap_peak": self.heap_peak,
+                 "rssi": self.board.rssi(), "batt": None, "outbox": len(self.outbox),
+                 "r": self.sensing.readings() if self.sensing else {}}
+            await self.mq.publish(self.topic + "telemetry", json.dumps(t, separators=(",", ":")).encode(), qos=0)
+
+    async def _network(self):
+        """Bring the network up, and set the clock once it is."""
+        ok = await self.board.connect_network(self.cfg.get("wifi"))
+        if ok and not self.clock.synced:
+            self.clock.synced = self.board.wall_clock_synced() or self.board.sync_time(self.cfg.get("ntp"))
+
+    async def _console_loop(self):
+        reader = self.board.console_reader()
+        while True:
+            line = await reader.readline()
+            if not line:
+                await asyncio.sleep_ms(100)  # console closed: keep running without it
+                continue
+            if len(line) > 1024:
+                self.console.send({"re": None, "ok": False, "error": "line too long"})
+                continue
+            self.console.handle(line, rig=self.rig)
+
+    async def _selftest(self):
+        result = {"indicator": "ok", "outbox": len(self.outbox) if self.dev else None}
+        if self.sensing:
+            result.update(await self.sensing.selftest())
+        passed = all(v not in ("fail", False) for v in result.values())
+        result["pass"] = passed
+        if self.dev:
+            self.raise_event("test", "selftest", result)
+        return result
+
+    async def _reboot(self):
+        if self.mq and self.mq.connected:
+            off = json.dumps({"v": 1, "state": "offline"}, separators=(",", ":")).encode()
+            await self.mq.publish(self.topic + "status", off, qos=1, retain=True)
+            await self.mq.disconnect()
+        await asyncio.sleep_ms(50)
+        self.board.reboot()
+
+    # -- console commands ---------------------------------------------------------------------
+    def _register_console(self):
+        c = self.console
+        c.register("status", self._cmd_status)
+        c.register("heap", self._cmd_heap)
+        c.register("outbox", lambda a: {"ids": ["%s-%08d" % (self.dev, n) for n in self.outbox.ctrs()]})
+        c.register("indicator", lambda a: {"state": self.indicator.state, "stage": self._stage.get(self.cp.alarm_id),
+                                           "event": self.cp.alarm_id, "incident": self.cp.incident})
+        c.register("press", self._cmd_press, rig_only=True)
+        c.register("button", lambda a: self.board.set_button(bool(a.get("down"))), rig_only=True)
+        c.register("net", lambda a: self.board.set_network(bool(a.get("up"))), rig_only=True)
+        c.register("reboot", self._cmd_reboot)
+        c.register("selftest", self._cmd_selftest)
+        c.register("hang", self._cmd_hang, rig_only=True)
+
+    def _cmd_status(self, args):
+        out = {"dev": self.dev, "fw": FW_VERSION, "board": self.board.name, "boot": self.clock.boot,
+               "up": self.clock.uptime_ms(), "indicator": self.indicator.state,
+               "fault": list(self.fault) if self.fault else None,
+               "heap_free": gc.mem_free(), "heap_peak": self.heap_peak}
+        if self.dev:
+            out.update({"mqtt": "connected" if self.mq and self.mq.connected else "connecting",
+                        "net": self.board.isconnected(), "outbox": len(self.outbox),
+                        "last_event": self.last_event, "sensors": self.board.sensors,
+                        "test_rig": self.rig})
+        return out
+
+    def _cmd_heap(self, args):
+        gc.collect()
+        return {"free": gc.mem_free(), "alloc": gc.mem_alloc(), "peak": self.heap_peak}
+
+    def _cmd_press(self, args):
+        ms = args.get("ms", 100)
+        if not isinstance(ms, int) or ms < 0 or ms > 60000:
+            raise ValueError("ms must be an integer 0..60000")
+        self.board.set_button(True)
+
+        async def release():
+            await asyncio.sleep_ms(ms)
+            self.board.set_button(False)
+
+        asyncio.create_task(release())
+
+    def _cmd_reboot(self, args):
+        asyncio.create_task(self._reboot() if self.mq else self._plain_reboot())
+
+    async def _plain_reboot(self):
+        await asyncio.sleep_ms(50)
+        self.board.reboot()
+
+    def _cmd_selftest(self, args):
+        asyncio.create_task(self._selftest())
+        return {"started": True}
+
+    def _cmd_hang(self, args):
+        async def spin():
+            await asyncio.sleep_ms(50)  # let the reply leave first
+            while True:  # the watchdog is expected to end this
+                pass
+
+        asyncio.create_task(spin())
+        return {"hanging": True}

@@ -1,0 +1,167 @@
+# The ESP32 board: pins from /board.json (derived from boards.yaml), Wi-Fi with reconnect, the
+# hardware watchdog, and the serial console on the USB-UART.
+import asyncio
+import sys
+
+import esp32
+import machine
+import network
+
+_RESET = {
+    machine.PWRON_RESET: "power",
+    machine.HARD_RESET: "hard",
+    machine.WDT_RESET: "wdt",
+    machine.DEEPSLEEP_RESET: "deepsleep",
+    machine.SOFT_RESET: "soft",
+}
+
+
+class Board:
+    name = "esp32"
+    chip = "esp32"
+
+    def __init__(self):
+        # MicroPython's ESP32 bootloader rolls back an OTA image that never says it is good.
+        try:
+            esp32.Partition.mark_app_valid_cancel_rollback()
+        except Exception:
+            pass
+        self.reset_cause = _RESET.get(machine.reset_cause(), "unknown")
+        self.sensors = []
+        self.pins = {}
+        self._button = None
+        self._button_active_low = True
+        self._led = None
+        self._buzzer = None
+        self._wdt = None
+        self._wlan = network.WLAN(network.STA_IF)
+        self._i2c = None
+
+    def setup(self, board_cfg, device_cfg):
+        self.name = board_cfg.get("name", "esp32")
+        self.chip = board_cfg.get("chip", "esp32")
+        self.sensors = board_cfg.get("sensors", [])
+        self.pins = p = board_cfg.get("pins", {})
+        b = p.get("button")
+        if b:
+            pull = machine.Pin.PULL_UP if b.get("pull", "up") == "up" else machine.Pin.PULL_DOWN
+            self._button = machine.Pin(b["pin"], machine.Pin.IN, pull)
+            self._button_active_low = b.get("active", "low") == "low"
+        if p.get("led"):
+            self._led = (machine.Pin(p["led"]["pin"], machine.Pin.OUT), p["led"].get("active", "high") == "high")
+        if p.get("buzzer"):
+            self._buzzer = (machine.Pin(p["buzzer"]["pin"], machine.Pin.OUT), p["buzzer"].get("active", "high") == "high")
+        self.led(False)
+        self.buzzer(False)
+
+    # -- console --------------------------------------------------------------------------
+    def console_reader(self):
+        return asyncio.StreamReader(sys.stdin)
+
+    def console_write(self, text):
+        sys.stdout.write(text)
+
+    # -- button, indicator --------------------------------------------------------------------
+    def button_pressed(self):
+        if self._button is None:
+            return False
+        v = self._button.value()
+        return (v == 0) if self._button_active_low else (v == 1)
+
+    def set_button(self, down):
+        raise ValueError("a real board's button is pressed by hand or by the rig (DTR on GPIO0)")
+
+    def _out(self, pair, on):
+        if pair:
+            pair[0].value(1 if on == pair[1] else 0)
+
+    def led(self, on):
+        self._out(self._led, on)
+
+    def buzzer(self, on):
+        self._out(self._buzzer, on)
+
+    # -- sensors ------------------------------------------------------------------------------
+    def i2c(self):
+        c = self.pins.get("i2c")
+        if not c:
+            return None
+        if self._i2c is None:
+            self._i2c = machine.I2C(c.get("id", 0), scl=machine.Pin(c["scl"]), sda=machine.Pin(c["sda"]), freq=c.get("freq", 400000))
+        return self._i2c
+
+    def gps_uart(self):
+        c = self.pins.get("gps_uart")
+        if not c:
+            return None
+        return machine.UART(c["id"], baudrate=c.get("baud", 9600), tx=c["tx"], rx=c["rx"], timeout=0)
+
+    def _adc(self, key):
+        c = self.pins.get(key)
+        if not c:
+            return None
+        adc = machine.ADC(machine.Pin(c["pin"]))
+        atten = {"0db": machine.ADC.ATTN_0DB, "6db": machine.ADC.ATTN_6DB, "11db": machine.ADC.ATTN_11DB}
+        adc.atten(atten.get(c.get("atten", "11db"), machine.ADC.ATTN_11DB))
+        return adc
+
+    def smoke_adc(self):
+        return self._adc("smoke_adc")
+
+    def battery_adc(self):
+        return self._adc("battery_adc")
+
+    def tamper_pin(self):
+        c = self.pins.get("tamper")
+        return machine.Pin(c["pin"], machine.Pin.IN, machine.Pin.PULL_UP) if c else None
+
+    # -- network ------------------------------------------------------------------------------
+    def isconnected(self):
+        return self._wlan.isconnected()
+
+    def set_network(self, up):
+        raise ValueError("network loss is simulated on virtual boards only")
+
+    async def connect_network(self, wifi_cfg):
+        """Bring Wi-Fi up (and keep trying); the MQTT client waits for isconnected()."""
+        if not wifi_cfg:
+            return False
+        self._wlan.active(True)
+        if not self._wlan.isconnected():
+            self._wlan.connect(wifi_cfg["ssid"], wifi_cfg.get("password", ""))
+        for _ in range(200):
+            if self._wlan.isconnected():
+                return True
+            await asyncio.sleep_ms(100)
+        return False
+
+    def rssi(self):
+        try:
+            return self._wlan.status("rssi")
+        except Exception:
+            return None
+
+    def wall_clock_synced(self):
+        return False  # until sync_time() succeeds
+
+    def sync_time(self, server):
+        try:
+            import ntptime
+
+            if server:
+                ntptime.host = server
+            ntptime.settime()
+            return True
+        except Exception:
+            return False
+
+    # -- watchdog, reset ----------------------------------------------------------------------
+    def wdt_start(self, timeout_ms):
+        self._wdt = machine.WDT(timeout=timeout_ms)
+
+    def wdt_feed(self):
+        if self._wdt:
+            self._wdt.feed()
+
+    def reboot(self):
+        machine.reset()

@@ -1,0 +1,35 @@
+# Boot of the virtual board (MicroPython unix port), the counterpart of the ESP32's boot sequence:
+# mount the flash, make it the working directory, run main.py.
+#   micropython vboot.py --flash DIR --src FIRMWARE_DIR   (a directory as flash, sources from the repo)
+#   micropython vboot.py --image FS.IMG [--blocks N]       (a built LittleFS image, firmware from it)
+import os
+import sys
+
+
+def _arg(name, default=None):
+    a = sys.argv
+    for i in range(len(a) - 1):
+        if a[i] == name:
+            return a[i + 1]
+    return default
+
+
+here = __file__.rsplit("/", 1)[0]
+sys.path[:] = [p for p in sys.path if p not in (here, "")]
+image = _arg("--image")
+if image:
+    import vfs
+
+    sys.path.insert(0, here)
+    from filedev import FileBlockDevice
+
+    sys.path.remove(here)
+    dev = FileBlockDevice(image, 4096)
+    vfs.mount(vfs.VfsLfs2(dev, readsize=32, progsize=32, lookahead=32), "/flash")
+    os.chdir("/flash")
+    sys.path[:0] = ["/flash", "/flash/lib"]
+else:
+    os.chdir(_arg("--flash", "."))
+    sys.path.insert(0, _arg("--src", here + "/.."))
+
+import main  # noqa: E402,F401

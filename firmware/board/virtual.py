@@ -1,0 +1,117 @@
+# The virtual board: MicroPython's unix port on a computer. The console is the process's stdin and
+# stdout, which the launcher (provisioning/vboard.py) relays to a pseudo-terminal; the button, the
+# network and the sensors are driven through console commands; the watchdog is a FIFO the launcher
+# watches, so a hung firmware is killed and restarted from outside, as a hardware watchdog would.
+import asyncio
+import os
+import sys
+
+REBOOT_EXIT = 75  # the launcher restarts the firmware on the same flash when it exits with this
+
+
+class Board:
+    name = "virtual"
+    chip = "virtual"
+
+    def __init__(self):
+        self.sensors = []
+        self.pins = {}
+        self.cfg = {}
+        self.net_up = True
+        self.led_on = False
+        self.buzzer_on = False
+        self.reset_cause = os.getenv("BAOCHAY_RESET_CAUSE") or "power"
+        self._button = False
+        self._wdt = None
+        self._vs = None
+
+    def setup(self, board_cfg, device_cfg):
+        self.cfg = board_cfg
+        self.sensors = board_cfg.get("sensors", [])
+        self.pins = board_cfg.get("pins", {})
+        if self.sensors:
+            try:
+                from board.virtual_sensors import VirtualSensors
+            except ImportError:
+                self._vs = None
+            else:
+                self._vs = VirtualSensors(**(device_cfg.get("virtual_sensors") or {}))
+
+    # -- console --------------------------------------------------------------------------
+    def console_reader(self):
+        return asyncio.StreamReader(sys.stdin)
+
+    def console_write(self, text):
+        sys.stdout.write(text)
+
+    # -- button, indicator ------------------------------------------------------------------
+    def button_pressed(self):
+        return self._button
+
+    def set_button(self, down):
+        self._button = bool(down)
+
+    def led(self, on):
+        self.led_on = on
+
+    def buzzer(self, on):
+        self.buzzer_on = on
+
+    # -- sensors (simulated) ----------------------------------------------------------------
+    @property
+    def virtual_sensors(self):
+        return self._vs
+
+    def i2c(self):
+        return self._vs.i2c() if self._vs and hasattr(self._vs, "i2c") else None
+
+    def gps_uart(self):
+        return self._vs.gps_uart() if self._vs and hasattr(self._vs, "gps_uart") else None
+
+    def smoke_adc(self):
+        return self._vs.smoke_adc() if self._vs and hasattr(self._vs, "smoke_adc") else None
+
+    def battery_adc(self):
+        return None
+
+    def tamper_pin(self):
+        return None
+
+    # -- network ------------------------------------------------------------------------------
+    def isconnected(self):
+        return self.net_up
+
+    def set_network(self, up):
+        self.net_up = bool(up)
+
+    async def connect_network(self, wifi_cfg):
+        return self.net_up
+
+    def rssi(self):
+        return None
+
+    def wall_clock_synced(self):
+        return True  # the host keeps its clock by NTP
+
+    def sync_time(self, server):
+        return True
+
+    # -- watchdog, reset ----------------------------------------------------------------------
+    def wdt_start(self, timeout_ms):
+        path = os.getenv("BAOCHAY_WDT_FIFO")
+        if path:
+            try:
+                self._wdt = open(path, "wb")
+                self._wdt.write(b"S%d\n" % timeout_ms)
+            except OSError:
+                self._wdt = None
+
+    def wdt_feed(self):
+        if self._wdt:
+            try:
+                self._wdt.write(b".")
+            except OSError:
+                pass
+
+    def reboot(self):
+        sys.exit(REBOOT_EXIT)

@@ -1,0 +1,92 @@
+# The flash outbox: every alarm, fault and other event is written here before its first send and
+# leaves only when the bridge acks it as stored (docs/protocol.md section 4).
+#
+# One file per event, named by its counter so a directory listing is the send order:
+#   <ctr:08d>.k  events that are never evicted (alarm, prealarm, cancel)
+#   <ctr:08d>.e  events that may be evicted when the outbox is full (fault, restore, test)
+# Written to <name>.tmp then renamed: a power cut leaves a whole record or none.
+import os
+
+from compat import makedirs
+from events import KEEP
+
+
+class OutboxFull(Exception):
+    pass
+
+
+class Outbox:
+    def __init__(self, directory, limit=64):
+        self.dir = directory
+        self.limit = limit
+        makedirs(directory)
+        self.evicted = 0
+        self._clean_tmp()
+
+    def _clean_tmp(self):
+        for name in os.listdir(self.dir):
+            if name.endswith(".tmp"):
+                os.remove(self.dir + "/" + name)
+
+    def _names(self):
+        names = [n for n in os.listdir(self.dir) if n.endswith(".k") or n.endswith(".e")]
+        names.sort()
+        return names
+
+    def __len__(self):
+        return len(self._names())
+
+    def put(self, ctr, type, frame):
+        """Persist one event. Returns True when it is on flash; False when flash refused it
+        (the caller still sends it from RAM and raises an outbox fault)."""
+        names = self._names()
+        while len(names) >= self.limit:
+            victim = None
+            for n in names:
+                if n.endswith(".e"):
+                    victim = n
+                    break
+            if victim is None:
+                break  # only never-evict events left: keep them all, write this one too
+            os.remove(self.dir + "/" + victim)
+            names.remove(victim)
+            self.evicted += 1
+        name = "%08d.%s" % (ctr, "k" if type in KEEP else "e")
+        tmp = self.dir + "/" + name + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(frame)
+            os.rename(tmp, self.dir + "/" + name)
+            return True
+        except OSError:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            return False
+
+    def pending(self):
+        """[(ctr, frame)] oldest first."""
+        out = []
+        for n in self._names():
+            try:
+                with open(self.dir + "/" + n, "rb") as f:
+                    out.append((int(n[:8]), f.read()))
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def ctrs(self):
+        return [int(n[:8]) for n in self._names()]
+
+    def remove(self, ctr):
+        for suffix in (".k", ".e"):
+            try:
+                os.remove("%s/%08d%s" % (self.dir, ctr, suffix))
+                return True
+            except OSError:
+                pass
+        return False
+
+    def over_limit(self):
+        return len(self._names()) > self.limit

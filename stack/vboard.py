@@ -1,0 +1,96 @@
+"""Start and control virtual boards as real processes (the `baochay-vboard` launcher)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .console import Console
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class VirtualBoard:
+    """One `baochay-vboard` process. `flash` persists across stop/start, like a board's flash."""
+
+    def __init__(self, flash: Path, device_config: Path | None = None, heap: str | None = None,
+                 image: Path | None = None, log: Path | None = None):
+        self.flash = Path(flash)
+        self.device_config = device_config
+        self.heap = heap
+        self.image = image
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.port: str | None = None
+        self.console: Console | None = None
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "provisioning.vboard"]
+        if self.image:
+            cmd += ["--image", str(self.image)]
+        else:
+            cmd += ["--flash", str(self.flash)]
+            if self.device_config:
+                cmd += ["--device-config", str(self.device_config)]
+        if self.heap:
+            cmd += ["--heap", self.heap]
+        if self.log:
+            cmd += ["--log", str(self.log)]
+        return cmd
+
+    def start(self, wait_boot: bool = True, timeout: float = 20.0) -> VirtualBoard:
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.startswith("console="):
+            err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
+            self.stop()
+            raise RuntimeError(f"virtual board did not start: {line!r} {err}")
+        self.port = line.split("=", 1)[1]
+        self.console = Console(self.port)
+        if wait_boot:
+            self.console.wait_for(lambda m: m.get("ev") in ("boot", "fault"), timeout)
+        return self
+
+    def power_cut(self, wait_boot: bool = True, timeout: float = 20.0) -> None:
+        """SIGKILL the firmware; the board comes back on the same flash and the same console."""
+        mark = self.console.mark()
+        self.proc.send_signal(signal.SIGUSR1)
+        if wait_boot:
+            self.console.wait_for(lambda m: m.get("ev") == "boot", timeout, since=mark)
+
+    def kill(self) -> None:
+        """SIGKILL the whole board (launcher and firmware) at once."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_console()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        p = self.proc
+        if p and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._close_console()
+
+    def _close_console(self) -> None:
+        if self.console:
+            self.console.close()
+            self.console = None
+
+    def request(self, cmd: str, **args) -> dict:
+        return self.console.request(cmd, **args)
+
+    def wait_exit(self, timeout: float) -> int:
+        end = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        return self.proc.poll()
