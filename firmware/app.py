@@ -30,6 +30,8 @@ class App:
         self.console = Console(board.console_write)
         self.fault = None  # (cause, detail) of a standing device fault
         self.heap_peak = 0
+        self.heap_base = 0
+        self._mq_up = None
         self.mq = None
         self.sensing = None
         self.rig = False
@@ -77,6 +79,11 @@ class App:
             tasks.append(self.sensing.run())
         if self.outbox.ctrs():
             self._wake.set()
+        # Collect after every 16 KB allocated, so the sampled peak stays near the live peak, and
+        # note what the loaded code itself takes (in flash on a board with frozen modules or ROMFS).
+        gc.collect()
+        gc.threshold(16384)
+        self.heap_base = gc.mem_alloc()
         await asyncio.gather(*tasks)
 
     async def _config_fault(self, detail):
@@ -102,7 +109,13 @@ class App:
             from sensing import Sensing
         except ImportError:
             return
-        self.sensing = Sensing(self.board, self.cfg, self._sensor_event, ticks_ms)
+        try:
+            self.sensing = Sensing(self.board, self.cfg, self._sensor_event, ticks_ms)
+        except Exception as e:  # a sensor stack that cannot start must not stop the call point
+            self.sensing = None
+            self.fault = ("sensor", "sensing did not start: %r" % e)
+            self.console.emit("fault", cause="sensor", detail=self.fault[1])
+            return
         for name, handler in self.sensing.console_commands().items():
             self.console.register(name, handler, rig_only=True)
 
@@ -213,6 +226,9 @@ class App:
             self._on_cmd(msg)
 
     def _on_mqtt_state(self, connected, detail):
+        if connected == self._mq_up:
+            return  # one line per change, not per retry
+        self._mq_up = connected
         self.console.emit("mqtt", state="connected" if connected else "down", detail=detail)
         if connected:
             self._wake.set()
@@ -380,7 +396,8 @@ class App:
 
     def _cmd_heap(self, args):
         gc.collect()
-        return {"free": gc.mem_free(), "alloc": gc.mem_alloc(), "peak": self.heap_peak}
+        return {"free": gc.mem_free(), "alloc": gc.mem_alloc(), "peak": self.heap_peak,
+                "base": self.heap_base, "data_peak": self.heap_peak - self.heap_base}
 
     def _cmd_press(self, args):
         ms = args.get("ms", 100)

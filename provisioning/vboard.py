@@ -96,6 +96,7 @@ class Launcher:
         self.proc: subprocess.Popen | None = None
         self.stopping = False
         self.restart_reason: str | None = None
+        self.src: Path | None = None
         self.wdt_timeout = None
         self.last_feed = time.monotonic()
         self.log = open(args.log, "ab", buffering=0) if args.log else None
@@ -172,6 +173,23 @@ class Launcher:
             os.close(keep)
 
     # -- the firmware process ---------------------------------------------------------------
+    def compile_firmware(self) -> Path:
+        """The firmware as a real board runs it: .mpy modules (main.py stays source). Compiling here
+        also keeps the compiler off the board's capped heap."""
+        from .errors import ProvisionError
+        from .image import firmware_files
+
+        out = self.workdir / "fw"
+        try:
+            files = firmware_files(FIRMWARE)
+        except ProvisionError as e:
+            raise SystemExit(f"error: {e}") from None
+        for f in files:
+            target = out / f.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.data)
+        return out
+
     def command(self) -> list[str]:
         a = self.args
         cmd = [micropython_exe()]
@@ -181,7 +199,9 @@ class Launcher:
         if a.image:
             cmd += ["--image", str(Path(a.image).resolve())]
         else:
-            cmd += ["--flash", str(Path(a.flash).resolve()), "--src", str(FIRMWARE)]
+            if self.src is None:
+                self.src = self.compile_firmware()
+            cmd += ["--flash", str(Path(a.flash).resolve()), "--src", str(self.src)]
         return cmd
 
     def start_child(self, reset_cause: str) -> None:

@@ -1,0 +1,210 @@
+"""A virtual board (real MicroPython) and a real Mosquitto: the press-to-alarm path of issue #2."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from integration.support import Observer, body_of
+
+from stack.vboard import VirtualBoard
+
+
+def verify(frame: bytes, key_hex: str) -> dict:
+    body, sig = frame.split(b"\n", 1)
+    want = hmac.new(bytes.fromhex(key_hex), body, hashlib.sha256).hexdigest().encode()
+    assert hmac.compare_digest(sig, want), "event signature does not verify with the device key"
+    return json.loads(body)
+
+
+def ack(observer, vb, eid, stage, **extra):
+    body = json.dumps({"v": 1, "id": eid, "stage": stage, "ts": int(time.time()), **extra}, separators=(",", ":")).encode()
+    sig = hmac.new(bytes.fromhex(vb.cfg["key"]), body, hashlib.sha256).hexdigest().encode()
+    observer.publish(f"baochay/v1/{vb.cfg['dev']}/ack", body + b"\n" + sig)
+
+
+def wait_indicator(vb, state, since=0, timeout=10):
+    return vb.console.wait_for(lambda m: m.get("ev") == "indicator" and m.get("state") == state, timeout, since=since)
+
+
+def test_press_sends_signed_alarm_with_location(make_board, observer):
+    vb = make_board("hn-a-0001", lat=21.0285, lon=105.8048, acc=12)
+    observer.wait(lambda m: m[0] == "baochay/v1/hn-a-0001/status" and b'"online"' in m[1] and m[2] is False or m[0].endswith("/status"))
+    vb.request("press", ms=100)
+    t, frame, _ = observer.wait(lambda m: m[0] == "baochay/v1/hn-a-0001/event")
+    ev = verify(frame, vb.cfg["key"])
+    assert ev["type"] == "alarm" and ev["cause"] == "button" and ev["dev"] == "hn-a-0001"
+    assert ev["id"] == "hn-a-0001-00000001" and ev["ctr"] == 1
+    assert ev["loc"] == {"lat": 21.0285, "lon": 105.8048, "acc": 12, "src": "fixed", "age": 0}
+    assert isinstance(ev["ts"], int) and abs(ev["ts"] - time.time()) < 60
+    wait_indicator(vb, "sent")
+    status = vb.request("status")
+    assert status["last_event"] == ev["id"] and status["mqtt"] == "connected"
+
+
+def test_birth_is_retained_with_version_and_board(make_board, broker):
+    make_board("hn-a-0002")
+    late = Observer(broker, topics=("baochay/v1/+/status",))  # subscribes after the birth
+    try:
+        t, payload, retained = late.wait(lambda m: m[0] == "baochay/v1/hn-a-0002/status")
+        birth = json.loads(payload)
+        assert retained and birth["state"] == "online" and birth["board"] == "virtual"
+        assert birth["fw"] == "0.1.0" and birth["boot"] == 1
+    finally:
+        late.close()
+
+
+def test_acks_move_indicator_and_clear_outbox(make_board, observer):
+    vb = make_board("hn-a-0003")
+    vb.request("press", ms=100)
+    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0003/event"))
+    eid = body_of(frame)["id"]
+    wait_indicator(vb, "sent")
+    assert vb.request("outbox")["ids"] == [eid]
+    mark = vb.console.mark()
+    ack(observer, vb, eid, "stored")
+    wait_indicator(vb, "stored", mark)
+    assert vb.request("outbox")["ids"] == []
+    ack(observer, vb, eid, "accepted", incident="114-HN-000042")
+    wait_indicator(vb, "accepted", mark)
+    ind = vb.request("indicator")
+    assert ind["state"] == "accepted" and ind["incident"] == "114-HN-000042"
+
+
+def test_forged_ack_is_ignored(make_board, observer):
+    vb = make_board("hn-a-0004")
+    vb.request("press", ms=100)
+    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0004/event"))
+    eid = body_of(frame)["id"]
+    mark = vb.console.mark()
+    body = json.dumps({"v": 1, "id": eid, "stage": "accepted", "incident": "FAKE"}).encode()
+    observer.publish("baochay/v1/hn-a-0004/ack", body + b"\n" + b"0" * 64)
+    vb.console.wait_for(lambda m: m.get("ev") == "rejected", 10, since=mark)
+    assert vb.request("indicator")["state"] == "sent"
+    assert vb.request("outbox")["ids"] == [eid]
+
+
+def test_failed_stage_shows_distinctly(make_board, observer):
+    vb = make_board("hn-a-0005")
+    vb.request("press", ms=100)
+    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0005/event"))
+    ack(observer, vb, body_of(frame)["id"], "failed", reason="intake refused")
+    wait_indicator(vb, "failed")
+
+
+def test_alarm_during_broker_outage_arrives_once(make_board, observer, broker):
+    vb = make_board("hn-a-0006")
+    broker.stop()
+    vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "down", 30)
+    vb.request("press", ms=100)
+    vb.console.wait_for(lambda m: m.get("ev") == "event", 5)
+    time.sleep(1)
+    broker.start()
+    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0006/event"), timeout=40)
+    time.sleep(2)
+    ids = [body_of(f)["id"] for f in observer.events("hn-a-0006")]
+    assert ids == ["hn-a-0006-00000001"]
+
+
+def test_power_cut_before_delivery_resends_same_event(make_board, observer, broker):
+    vb = make_board("hn-a-0007")
+    broker.stop()
+    vb.request("press", ms=100)
+    ev = vb.console.wait_for(lambda m: m.get("ev") == "event", 5)
+    vb.power_cut()  # SIGKILL: nothing but the flash survives
+    assert vb.request("status")["boot"] == 2
+    broker.start()
+    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0007/event"), timeout=40)
+    assert body_of(frame)["id"] == ev["id"]
+    # a new event after the reboot continues the counter: no id is ever reused
+    vb.request("press", ms=100)
+    observer.wait(lambda m: m[0].endswith("hn-a-0007/event") and body_of(m[1])["ctr"] == 2, timeout=15)
+
+
+def test_whole_board_killed_and_started_again_on_same_flash(make_board, observer, broker):
+    vb = make_board("hn-a-0008")
+    broker.stop()
+    vb.request("press", ms=100)
+    ev = vb.console.wait_for(lambda m: m.get("ev") == "event", 5)
+    vb.kill()
+    broker.start()
+    vb2 = VirtualBoard(vb.flash, log=vb.log)
+    try:
+        vb2.start()
+        _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0008/event"), timeout=40)
+        assert body_of(frame)["id"] == ev["id"]
+    finally:
+        vb2.stop()
+
+
+def test_long_hold_after_alarm_sends_cancel(make_board, observer):
+    vb = make_board("hn-a-0009", hold_cancel_ms=1000)
+    vb.request("press", ms=100)
+    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0009/event"))
+    alarm = body_of(frame)
+    time.sleep(0.3)
+    vb.request("press", ms=1500)
+    _, frame2, _ = observer.wait(lambda m: m[0].endswith("hn-a-0009/event") and body_of(m[1])["type"] == "cancel")
+    cancel = verify(frame2, vb.cfg["key"])
+    assert cancel["ref"] == alarm["id"] and cancel["ctr"] == alarm["ctr"] + 1
+    wait_indicator(vb, "cancelled")
+
+
+def test_short_glitch_is_not_a_press(make_board, observer):
+    vb = make_board("hn-a-0010")
+    vb.request("press", ms=5)  # shorter than the debounce time
+    time.sleep(1)
+    assert observer.events("hn-a-0010") == []
+    assert vb.request("status")["last_event"] is None
+
+
+def test_network_loss_then_return_delivers(make_board, observer):
+    vb = make_board("hn-a-0011")
+    vb.request("net", up=False)
+    vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "down", 10)
+    vb.request("press", ms=100)
+    time.sleep(1)
+    assert observer.events("hn-a-0011") == []
+    vb.request("net", up=True)
+    observer.wait(lambda m: m[0].endswith("hn-a-0011/event"), timeout=40)
+
+
+@pytest.mark.parametrize("broken", ["{not json", json.dumps({"dev": "x"}), ""])
+def test_broken_config_is_a_clear_fault_not_a_crash_loop(tmp_path, broken):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "device.json").write_text(broken)
+    vb = VirtualBoard(flash)
+    try:
+        vb.start()
+        fault = vb.console.wait_for(lambda m: m.get("ev") == "fault", 10)
+        assert fault["cause"] == "config" and "device config" in fault["detail"]
+        time.sleep(1)
+        st = vb.request("status")
+        assert st["fault"][0] == "config" and st["indicator"] == "fault" and st["boot"] == 1
+        assert vb.proc.poll() is None
+    finally:
+        vb.stop()
+
+
+def test_scenario_within_64k_data_heap(make_board, observer):
+    # The cap covers the loaded bytecode too (~100 KB with the sensor stack on the unix port; in
+    # flash on an ESP32 with frozen modules); the runtime data on top of it must stay within 64 KB.
+    vb = make_board("hn-a-0012", heap="192K", hold_cancel_ms=800)
+    for _ in range(3):
+        vb.request("press", ms=80)
+        time.sleep(0.4)
+    observer.wait(lambda m: m[0].endswith("hn-a-0012/event"))
+    vb.request("press", ms=1200)
+    observer.wait(lambda m: m[0].endswith("hn-a-0012/event") and body_of(m[1])["type"] == "cancel")
+    for f in observer.events("hn-a-0012"):
+        ack(observer, vb, body_of(f)["id"], "stored")
+    time.sleep(1)
+    heap = vb.request("heap")
+    assert heap["base"] > 0 and 0 < heap["data_peak"] <= 64 * 1024, heap
+    assert heap["peak"] <= 192 * 1024
+    assert vb.request("outbox")["ids"] == []
+    assert vb.proc.poll() is None
