@@ -1,0 +1,211 @@
+"""Sink into the 114 intake's JSON API (docs/intake-api.md).
+
+Which call a Report becomes:
+  alarm, prealarm, test (no `references`)          POST /v1/reports
+  cancel, restore, or an alarm escalating a prealarm:
+    incident id known                              POST /v1/incidents/{id}/updates
+    incident id not known yet                      POST /v1/reports with `references` = original event id
+  The intake resolves `references` through the original report's Idempotency-Key and, should it never
+  have seen that report, opens the incident from the update's own body: an update always lands. An
+  updates call answered 404 (the intake lost the incident) falls back to the `references` form.
+  fault                                            not a 114 matter: refused without a call
+
+Idempotency-Key is always the device's event id, so every retry (after a timeout, a crash, a restart)
+is answered with the incident the first attempt created.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import threading
+from datetime import datetime, timezone
+from urllib.parse import quote, urlsplit
+
+from ..report import Outcome, Report
+
+UPDATE_KIND = {"cancel": "cancel", "restore": "restore", "alarm": "escalation"}
+DEFAULT_REASON = {
+    "cancel": "false alarm: cancelled at the device by the occupant",
+    "restore": "the condition cleared at the device",
+    "escalation": "pre-alarm confirmed as an alarm",
+}
+RETRY_STATUSES = (408, 425, 429)  # client-side codes that mean "later", not "never"
+# A reused keep-alive connection the server already closed fails like this before any answer.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _unit(x: float) -> float:
+    # The intake refuses a confidence outside 0..1; rounding upstream must not lose an alarm.
+    return min(1.0, max(0.0, float(x)))
+
+
+def _reporter(report: Report) -> dict:
+    return {"device_id": report.device_id, "board": report.board, "contact_phone": report.site.contact_phone}
+
+
+def report_body(report: Report, incident_type: str = "fire", with_references: bool = False) -> dict:
+    """The POST /v1/reports body for a report."""
+    loc, site = report.location, report.site
+    body = {
+        "type": incident_type,
+        # A cancel or restore may come without a cause; the intake wants a word there.
+        "cause": report.cause or "unspecified",
+        "event_type": report.type,
+        "occurred_at": rfc3339(report.occurred_at),
+        "received_at": rfc3339(report.received_at),
+        "location": {
+            "lat": loc.lat,
+            "lon": loc.lon,
+            "accuracy_m": loc.accuracy_m,
+            "source": loc.source,
+            "fix_age_s": int(loc.fix_age_s),
+        },
+        "address": site.address,
+        "building": site.building,
+        "floor": site.floor,
+        "room": site.room,
+        "province": site.province,
+        "reporter": _reporter(report),
+        "confidence": _unit(report.confidence),
+        "reasons": list(report.reasons),
+        "readings": dict(report.readings),
+        "media": [],
+    }
+    if with_references:
+        body["references"] = report.references
+    return body
+
+
+def update_body(report: Report) -> dict:
+    """The POST /v1/incidents/{id}/updates body for a cancel, restore or escalation."""
+    kind = UPDATE_KIND[report.type]
+    return {
+        "kind": kind,
+        "reason": "; ".join(report.reasons) or DEFAULT_REASON[kind],
+        "occurred_at": rfc3339(report.occurred_at),
+        "received_at": rfc3339(report.received_at),
+        "cause": report.cause or "unspecified",
+        "references": report.references,
+        "reporter": _reporter(report),
+        "confidence": _unit(report.confidence),
+        "readings": dict(report.readings),
+    }
+
+
+class IntakeJsonSink:
+    def __init__(self, name: str, url: str, token: str | None = None, timeout_s: float = 5,
+                 ca_file: str | None = None, incident_type: str = "fire") -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"intake url must be http(s)://host[:port][/prefix], got {url!r}")
+        if ca_file and parts.scheme != "https":
+            raise ValueError("ca_file is only meaningful with an https:// url")
+        self.name = name
+        self.url = url
+        self.incident_type = incident_type
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+        self._timeout = float(timeout_s)
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
+                         "User-Agent": "baochay-bridge/0.1"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._ssl = ssl.create_default_context(cafile=ca_file) if self._https else None
+        self._conn: http.client.HTTPConnection | None = None
+        self._used = False  # the connection has answered before (so it may have gone stale)
+        self._lock = threading.Lock()
+
+    # -- mapping -----------------------------------------------------------------------------------
+
+    def send(self, report: Report) -> Outcome:
+        if report.type == "fault":
+            return Outcome.refused(f"{self.name}: fault events are not reported to the 114 intake")
+        with self._lock:
+            if report.is_update and report.type in UPDATE_KIND:
+                if report.incident_id:
+                    path = f"/v1/incidents/{quote(report.incident_id, safe='')}/updates"
+                    status, body = self._post(path, report.event_id, update_body(report))
+                    if status != 404 or body.get("error") != "unknown_incident":
+                        return self._outcome(status, body)
+                payload = report_body(report, self.incident_type, with_references=True)
+            else:
+                payload = report_body(report, self.incident_type)
+            status, body = self._post("/v1/reports", report.event_id, payload)
+            return self._outcome(status, body)
+
+    def _outcome(self, status: int, body: dict) -> Outcome:
+        if status < 0:
+            return Outcome.retry(body["message"])
+        message = body.get("message") or body.get("error") or ""
+        if 200 <= status < 300:
+            replay = " (replay)" if status == 200 else ""
+            return Outcome.accepted(body.get("incident_id"), f"HTTP {status}{replay}")
+        detail = f"{self.name}: HTTP {status}: {message}".rstrip(": ")
+        if status >= 500 or status in RETRY_STATUSES:
+            return Outcome.retry(detail)
+        return Outcome.refused(detail)
+
+    # -- transport ---------------------------------------------------------------------------------
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._https:
+                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout,
+                                                         context=self._ssl)
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            self._used = False
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def _post(self, path: str, key: str, payload: dict) -> tuple[int, dict]:
+        """POST once (once more on a stale keep-alive connection). Status -1 means no answer."""
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = dict(self._headers, **{"Idempotency-Key": key})
+        for attempt in (1, 2):
+            conn = self._connect()
+            reused = self._used
+            try:
+                conn.request("POST", self._prefix + path, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except _STALE as e:
+                self._drop()
+                if reused and attempt == 1:
+                    continue  # safe to send again: the key makes a repeat harmless
+                return -1, {"message": f"{self.name}: connection closed without an answer: {e!r}"}
+            except TimeoutError:
+                self._drop()
+                return -1, {"message": f"{self.name}: no answer within {self._timeout:g} s"}
+            except (OSError, http.client.HTTPException) as e:
+                self._drop()
+                return -1, {"message": f"{self.name}: {type(e).__name__}: {e}"}
+            self._used = True
+            if resp.will_close:
+                self._drop()
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                body = {}
+            if not isinstance(body, dict):
+                body = {}
+            if not body and resp.status >= 300:
+                body = {"message": raw[:200].decode("utf-8", "replace").strip() or resp.reason}
+            return resp.status, body
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

@@ -1,0 +1,280 @@
+"""The intake's durable state in SQLite: incidents, their updates, and the idempotency keys.
+
+Every write happens under one lock and one transaction, so "look the key up, then create" cannot race
+between two requests carrying the same key. A restarted intake reopens the same file and answers a
+replayed key exactly as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from datetime import datetime, timezone
+
+# update kind -> the incident status it leaves behind
+STATUS_AFTER = {"cancel": "cancelled", "restore": "restored", "escalation": "open"}
+# report event_type carrying `references` -> update kind
+KIND_OF_EVENT = {"cancel": "cancel", "restore": "restore", "alarm": "escalation"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    status TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    report TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS updates (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    incident_id TEXT NOT NULL REFERENCES incidents(id),
+    kind TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_by_incident ON updates(incident_id, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    body_hash TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(Exception):
+    """The key was used before with another body (or on another endpoint)."""
+
+    def __init__(self, key: str, incident_id: str) -> None:
+        super().__init__(key)
+        self.key = key
+        self.incident_id = incident_id
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# What makes a body "the same" for its Idempotency-Key: the event itself, as the device saw it. The
+# bridge's assessment (confidence, reasons, reason) and the site details from its registry may be
+# revised between two attempts at the same event; a retry carrying them is still the same event.
+REPORT_IDENTITY = ("type", "cause", "event_type", "occurred_at", "location", "readings", "references")
+UPDATE_IDENTITY = ("kind", "cause", "occurred_at", "references", "readings")
+
+
+def body_hash(scope: str, body: dict) -> str:
+    fields = UPDATE_IDENTITY if scope.startswith("update") else REPORT_IDENTITY
+    identity = {k: body.get(k) for k in fields}
+    identity["device_id"] = (body.get("reporter") or {}).get("device_id")
+    # Canonical form, so key order and white space in a retried body do not count as a change.
+    canon = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{scope}\n{canon}".encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        if path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: an incident the intake answered 201 for must survive a power cut.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def _replay(self, key: str, scope: str, digest: str, incident_id: str | None = None) -> dict | None:
+        """The stored answer for a key seen before, None for a new key; raises Conflict.
+
+        `incident_id`: the incident this request updates. An update that reached us once through
+        /v1/reports (with `references`) and again through /v1/incidents/{id}/updates, or the other way
+        round, is the same event under the same key: a replay, not a conflict.
+        """
+        row = self._db.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        if row["scope"] == scope and row["body_hash"] == digest:
+            return json.loads(row["response"])
+        earlier = json.loads(row["response"])
+        crossed = row["scope"] != scope and "update_id" in earlier
+        if crossed and incident_id is not None and row["incident_id"] == incident_id:
+            return earlier
+        raise Conflict(key, row["incident_id"])
+
+    def _remember(self, key: str, scope: str, digest: str, response: dict, now: str) -> None:
+        self._db.execute(
+            "INSERT INTO idempotency (key, scope, body_hash, incident_id, response, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (key, scope, digest, response["incident_id"], json.dumps(response), now),
+        )
+
+    def _new_incident(self, report: dict, status: str, event_type: str, now: str) -> str:
+        seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM incidents").fetchone()[0]
+        incident_id = f"114-{now[:10].replace('-', '')}-{seq:06d}"
+        self._db.execute(
+            "INSERT INTO incidents (seq, id, created_at, updated_at, status, event_type, report)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, incident_id, now, now, status, event_type, json.dumps(report, ensure_ascii=False)),
+        )
+        return incident_id
+
+    def _add_update(self, incident_id: str, kind: str, body: dict, now: str) -> str:
+        n = self._db.execute("SELECT COUNT(*) FROM updates WHERE incident_id = ?", (incident_id,)).fetchone()[0]
+        update_id = f"{incident_id}-u{n + 1}"
+        self._db.execute(
+            "INSERT INTO updates (id, incident_id, kind, received_at, body) VALUES (?, ?, ?, ?, ?)",
+            (update_id, incident_id, kind, now, json.dumps(body, ensure_ascii=False)),
+        )
+        sets = "status = ?, updated_at = ?"
+        args: list = [STATUS_AFTER[kind], now]
+        if kind == "escalation":
+            sets += ", event_type = 'alarm'"
+        self._db.execute(f"UPDATE incidents SET {sets} WHERE id = ?", (*args, incident_id))
+        return update_id
+
+    def _incident_of_key(self, key: str) -> str | None:
+        row = self._db.execute("SELECT incident_id FROM idempotency WHERE key = ?", (key,)).fetchone()
+        return row["incident_id"] if row else None
+
+    def submit_report(self, key: str, report: dict) -> tuple[bool, dict]:
+        """Store a report once per key. Returns (created, response); raises Conflict."""
+        scope = "report"
+        digest = body_hash(scope, report)
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            ref = report.get("references")
+            target = self._incident_of_key(ref) if ref is not None else None
+            earlier = self._replay(key, scope, digest, target)
+            if earlier is not None:
+                return False, earlier
+            now = now_rfc3339()
+            event_type = report["event_type"]
+            response: dict
+            if ref is None:
+                incident_id = self._new_incident(report, "open", event_type, now)
+                response = {"incident_id": incident_id, "status": "open", "received_at": now}
+            else:
+                kind = KIND_OF_EVENT[event_type]
+                incident_id = target
+                orphan = incident_id is None
+                if orphan:
+                    # The referenced report never reached us: open the incident from this body so the
+                    # update is not lost, and say so.
+                    level = "alarm" if kind == "escalation" else event_type
+                    incident_id = self._new_incident(report, STATUS_AFTER[kind], level, now)
+                update_id = self._add_update(incident_id, kind, report, now)
+                response = {
+                    "incident_id": incident_id,
+                    "update_id": update_id,
+                    "kind": kind,
+                    "status": STATUS_AFTER[kind],
+                    "received_at": now,
+                }
+                if orphan:
+                    response["note"] = "reference unknown: incident opened from this update"
+            self._remember(key, scope, digest, response, now)
+            return True, response
+
+    def submit_update(self, key: str, incident_id: str, update: dict) -> tuple[bool, dict]:
+        """Add an update to an incident once per key. Raises NotFound or Conflict."""
+        scope = f"update:{incident_id}"
+        digest = body_hash(scope, update)
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            earlier = self._replay(key, scope, digest, incident_id)
+            if earlier is not None:
+                return False, earlier
+            if self._db.execute("SELECT 1 FROM incidents WHERE id = ?", (incident_id,)).fetchone() is None:
+                raise NotFound(incident_id)
+            now = now_rfc3339()
+            kind = update["kind"]
+            update_id = self._add_update(incident_id, kind, update, now)
+            response = {
+                "incident_id": incident_id,
+                "update_id": update_id,
+                "kind": kind,
+                "status": STATUS_AFTER[kind],
+                "received_at": now,
+            }
+            self._remember(key, scope, digest, response, now)
+            return True, response
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _summary(row: sqlite3.Row, n_updates: int) -> dict:
+        report = json.loads(row["report"])
+        reporter = report.get("reporter") or {}
+        return {
+            "incident_id": row["id"],
+            "status": row["status"],
+            "event_type": row["event_type"],
+            "type": report.get("type"),
+            "cause": report.get("cause"),
+            "occurred_at": report.get("occurred_at"),
+            "received_at": row["created_at"],
+            "updated_at": row["updated_at"],
+            "address": report.get("address", ""),
+            "building": report.get("building", ""),
+            "floor": report.get("floor", ""),
+            "room": report.get("room", ""),
+            "province": report.get("province", ""),
+            "location": report.get("location"),
+            "confidence": report.get("confidence"),
+            "device_id": reporter.get("device_id"),
+            "update_count": n_updates,
+        }
+
+    def list_incidents(self, limit: int = 100) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT i.*, (SELECT COUNT(*) FROM updates u WHERE u.incident_id = i.id) AS n"
+                " FROM incidents i ORDER BY i.seq DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [self._summary(r, r["n"]) for r in rows]
+
+    def get_incident(self, incident_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            if row is None:
+                return None
+            ups = self._db.execute(
+                "SELECT * FROM updates WHERE incident_id = ? ORDER BY seq", (incident_id,)
+            ).fetchall()
+        out = self._summary(row, len(ups))
+        out["report"] = json.loads(row["report"])
+        out["updates"] = [
+            {"update_id": u["id"], "kind": u["kind"], "received_at": u["received_at"], **_update_view(u["body"])}
+            for u in ups
+        ]
+        return out
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
+
+
+def _update_view(body_text: str) -> dict:
+    body = json.loads(body_text)
+    return {
+        "reason": body.get("reason", ""),
+        "occurred_at": body.get("occurred_at"),
+        "references": body.get("references"),
+        "body": body,
+    }

@@ -1,0 +1,275 @@
+"""baochay-stack: the whole system on this computer, for a demonstration or a try-out.
+
+    baochay-stack              broker, 114 reference intake, bridge and three virtual boards;
+                               type a board's number (or id) and Enter to press its button
+    baochay-stack press ID     press a running board's button from another terminal
+
+Everything listens on loopback only. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from .console import Console, ConsoleError
+from .devices import device_config, write_device
+from .mosquitto import Mosquitto, MosquittoMissing
+from .vboard import VirtualBoard
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = "state.json"
+
+# Three sites far apart, so the intake page shows the location at a glance.
+SITES = [
+    {"dev": "hn-tower-a-01", "lat": 21.028511, "lon": 105.804817, "acc": 10,
+     "site": {"building": "Tòa nhà Sông Hồng, tháp A", "address": "23 Phan Chu Trinh, Hoàn Kiếm, Hà Nội",
+              "floor": "12", "room": "1203", "contact_phone": "+84 24 3825 0000", "province": "Hà Nội"}},
+    {"dev": "dn-market-01", "lat": 12.004470, "lon": 107.690710, "acc": 15,
+     "site": {"building": "Chợ Gia Nghĩa", "address": "Đường Lê Duẩn, Gia Nghĩa, Đắk Nông",
+              "floor": "1", "room": "Khu B", "contact_phone": "+84 261 3544 000", "province": "Đắk Nông"}},
+    {"dev": "hcm-school-01", "lat": 10.776889, "lon": 106.700806, "acc": 12,
+     "site": {"building": "Trường THCS Nguyễn Du", "address": "139 Lý Tự Trọng, Bến Thành, Quận 1, TP. Hồ Chí Minh",
+              "floor": "3", "room": "Phòng 305", "contact_phone": "+84 28 3822 0000", "province": "TP. Hồ Chí Minh"}},
+]
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class Stack:
+    def __init__(self, workdir: Path, count: int):
+        self.dir = workdir
+        self.count = count
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.boards: list[VirtualBoard] = []
+        self.broker: Mosquitto | None = None
+        self.watcher: mqtt.Client | None = None
+        self.env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    # -- pieces --------------------------------------------------------------------------------
+    def start_broker(self) -> None:
+        self.bridge_pw = secrets.token_urlsafe(18)
+        self.watch_pw = secrets.token_urlsafe(18)
+        self.broker = Mosquitto(self.dir / "broker", users={"bridge": self.bridge_pw, "watcher": self.watch_pw},
+                                bridge_users=("bridge", "watcher"))
+        for s in self.sites:
+            self.broker.users[s["cfg"]["dev"]] = s["cfg"]["mqtt"]["password"]
+        self.broker.write_config()
+        self.broker.start()
+        say(f"  broker     mqtt://127.0.0.1:{self.broker.port}  (Mosquitto, per-device passwords and ACL)")
+
+    def spawn(self, name: str, cmd: list[str], ready: str, timeout: float = 30) -> tuple[subprocess.Popen, str]:
+        """Start a service; return it and the first output line containing `ready`."""
+        log = open(self.dir / f"{name}.log", "ab")
+        p = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.procs.append((name, p))
+        found: list[str] = []
+        got = threading.Event()
+
+        def pump() -> None:
+            for raw in p.stdout:
+                log.write(raw)
+                log.flush()
+                if not got.is_set() and ready in raw.decode(errors="replace"):
+                    found.append(raw.decode(errors="replace").strip())
+                    got.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not got.wait(timeout):
+            raise SystemExit(f"error: {name} did not start within {timeout:.0f} s; see {self.dir / (name + '.log')}")
+        return p, found[0]
+
+    def start_intake(self) -> None:
+        _, line = self.spawn("intake", [sys.executable, "-m", "intake.server", "--port", "0",
+                                        "--db", str(self.dir / "intake.db"), "--quiet"], "listening on")
+        self.intake_url = line.split("listening on", 1)[1].strip()
+        say(f"  114 intake {self.intake_url}/  (reference server: open it in a browser to watch incidents)")
+
+    def register_devices(self) -> None:
+        from bridge.registry import Registry
+
+        reg = Registry(self.dir / "bridge.db")
+        for s in self.sites:
+            cfg, site = s["cfg"], s["cfg"]["site"]
+            reg.upsert({"id": cfg["dev"], "key": cfg["key"], "board": "virtual", "lat": cfg["loc"]["lat"],
+                        "lon": cfg["loc"]["lon"], "acc": cfg["loc"]["acc"], "supervision": "mains", **site})
+        reg.close()
+
+    def start_bridge(self) -> None:
+        conf = {
+            "bridge_id": "local",
+            "db": str(self.dir / "bridge.db"),
+            "mqtt": {"host": "127.0.0.1", "port": self.broker.port, "user": "bridge", "password": self.bridge_pw},
+            "metrics": {"host": "127.0.0.1", "port": 0},
+            "sinks": [{"name": "intake114", "type": "intake-json", "url": self.intake_url}],
+            "accepted_from": "intake114",
+        }
+        self.bridge_conf = self.dir / "bridge.yaml"
+        self.bridge_conf.write_text(yaml.safe_dump(conf, allow_unicode=True))
+        self.bridge_conf.chmod(0o600)
+        self.spawn("bridge", [sys.executable, "-m", "bridge.cli", "run", "--config", str(self.bridge_conf)], "bridge ready")
+        say(f"  bridge     config {self.bridge_conf.relative_to(ROOT) if self.bridge_conf.is_relative_to(ROOT) else self.bridge_conf}")
+
+    def start_boards(self) -> None:
+        for i, s in enumerate(self.sites, 1):
+            cfg = s["cfg"]
+            path = write_device(cfg, self.dir / "devices" / cfg["dev"])
+            vb = VirtualBoard(self.dir / "flash" / cfg["dev"], device_config=path, log=self.dir / f"{cfg['dev']}.log")
+            vb.start()
+            vb.console.close()  # leave the port free for `make press` and serial tools
+            vb.console = None
+            s["port"] = vb.port
+            self.boards.append(vb)
+            say(f"  board {i}    {cfg['dev']:<15} console {vb.port}  {cfg['site']['address']}")
+
+    def watch(self) -> None:
+        """Print each alarm's progress as the bridge acks it."""
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="stack-watcher")
+        c.username_pw_set("watcher", self.watch_pw)
+
+        def on_message(client, userdata, m):
+            dev = m.topic.split("/")[2]
+            try:
+                body = json.loads(m.payload.split(b"\n", 1)[0])
+            except ValueError:
+                return
+            t = time.strftime("%H:%M:%S")
+            if m.topic.endswith("/event"):
+                say(f"{t}  {dev}: {body.get('type')} ({body.get('cause')}) {body.get('id')} sent")
+            elif m.topic.endswith("/ack"):
+                extra = body.get("incident") or body.get("reason") or ""
+                say(f"{t}  {dev}: {body.get('id')} {body.get('stage')} {extra}")
+
+        c.on_message = on_message
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([("baochay/v1/+/event", 1), ("baochay/v1/+/ack", 1)])
+        c.connect("127.0.0.1", self.broker.port)
+        c.loop_start()
+        self.watcher = c
+
+    # -- the whole -----------------------------------------------------------------------------
+    def up(self) -> None:
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        self.sites = []
+        for s in SITES[: self.count]:
+            cfg = device_config(s["dev"], 0, lat=s["lat"], lon=s["lon"], acc=s["acc"], site=s["site"], telemetry_s=5)
+            self.sites.append({"cfg": cfg})
+        say("Starting Báo cháy 114 Edge locally (loopback only):")
+        self.start_broker()
+        for s in self.sites:
+            s["cfg"]["mqtt"]["port"] = self.broker.port
+        self.start_intake()
+        self.register_devices()
+        self.start_bridge()
+        self.start_boards()
+        self.watch()
+        (self.dir / STATE).write_text(json.dumps({"boards": {s["cfg"]["dev"]: s["port"] for s in self.sites},
+                                                  "intake": self.intake_url, "bridge_config": str(self.bridge_conf)}))
+
+    def down(self) -> None:
+        if self.watcher:
+            self.watcher.loop_stop()
+        for vb in self.boards:
+            vb.stop()
+        for _name, p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        if self.broker:
+            self.broker.stop()
+
+
+def press(workdir: Path, dev: str, ms: int = 200) -> int:
+    try:
+        state = json.loads((workdir / STATE).read_text())
+    except (OSError, ValueError):
+        say("error: no running system found; start it first with `make run`")
+        return 2
+    boards = state["boards"]
+    if dev.isdigit() and 1 <= int(dev) <= len(boards):
+        dev = list(boards)[int(dev) - 1]
+    if dev not in boards:
+        say(f"error: unknown device {dev!r}; running: {', '.join(boards)}")
+        return 2
+    try:
+        con = Console(boards[dev], timeout=5)
+    except ConsoleError as e:
+        say(f"error: {e}")
+        return 1
+    try:
+        con.request("press", ms=ms)
+        ev = con.wait_for(lambda m: m.get("ev") == "event", 5)
+        say(f"pressed {dev}: alarm {ev['id']} raised; watch it at {state['intake']}/")
+        return 0
+    except ConsoleError as e:
+        say(f"error: {dev} did not answer: {e}")
+        return 1
+    finally:
+        con.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="baochay-stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", type=Path, default=ROOT / "var" / "stack", help="where the run keeps its files")
+    sub = ap.add_subparsers(dest="cmd")
+    sub.add_parser("up", help="start everything (the default)")
+    p = sub.add_parser("press", help="press a running board's button")
+    p.add_argument("device", help="device id, or its number in the list")
+    p.add_argument("--ms", type=int, default=200)
+    ap.add_argument("--boards", type=int, default=3, choices=range(1, len(SITES) + 1))
+    args = ap.parse_args(argv)
+    if args.cmd == "press":
+        return press(args.workdir, args.device, args.ms)
+    stack = Stack(args.workdir, args.boards)
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        stack.up()
+    except MosquittoMissing as e:
+        say(f"error: {e}")
+        stack.down()
+        return 1
+    except (SystemExit, Exception):
+        stack.down()
+        raise
+    boards = [s["cfg"]["dev"] for s in stack.sites]
+    say("")
+    say("Ready. To press a button:")
+    say(f"  type its number (1-{len(boards)}) and Enter here, or run `make press DEVICE={boards[0]}` in another terminal")
+    say(f"Watch: the intake page {stack.intake_url}/ , and `.venv/bin/baochay-bridge status --config {stack.bridge_conf}`")
+    say("Ctrl-C stops everything.\n")
+    try:
+        while True:
+            line = sys.stdin.readline() if sys.stdin and sys.stdin.isatty() else None
+            if line is None or line == "":
+                time.sleep(3600 if line is None else 0.5)
+                continue
+            choice = line.strip()
+            if choice:
+                press(args.workdir, choice)
+    except KeyboardInterrupt:
+        say("\nstopping…")
+    finally:
+        stack.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The intake reference server as a real subprocess on a loopback port, plus small HTTP helpers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import select
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from bridge.report import Location, Report, Site
+from stack.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "s3cret-token"
+
+
+class IntakeProcess:
+    """One `python -m intake.server` process; start() waits for its `listening on` line."""
+
+    def __init__(self, db: Path, token: str | None = TOKEN, args: tuple[str, ...] = ()) -> None:
+        self.db = db
+        self.token = token
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.scheme = "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> IntakeProcess:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "intake.server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--db", str(self.db), "--quiet", *self.args]
+        if self.token:
+            cmd += ["--token", self.token]
+        log = open(self.db.with_suffix(".stderr"), "ab")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log)
+        log.close()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"intake did not start: {line!r}")
+        self.scheme = line.split("://")[0].rsplit(" ", 1)[1]
+        assert line.strip().endswith(f":{self.port}")
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        p, self.proc = self.proc, None
+        if p is None:
+            return
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if p.stdout:
+            p.stdout.close()
+
+    def __enter__(self) -> IntakeProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def call(port: int, method: str, path: str, body: object = None, headers: dict | None = None,
+         token: str | None = TOKEN, timeout: float = 10.0, raw: bytes | None = None) -> tuple[int, dict, object]:
+    """One HTTP request; returns (status, headers, parsed JSON or text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        hdrs = {"Content-Type": "application/json"}
+        if token:
+            hdrs["Authorization"] = f"Bearer {token}"
+        hdrs.update(headers or {})
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        ctype = resp.getheader("Content-Type", "")
+        parsed = json.loads(text) if ctype.startswith("application/json") else text
+        return resp.status, dict(resp.getheaders()), parsed
+    finally:
+        conn.close()
+
+
+def set_mode(port: int, mode: str, delay_s: float | None = None) -> None:
+    body = {"mode": mode} if delay_s is None else {"mode": mode, "delay_s": delay_s}
+    status, _, answer = call(port, "POST", "/admin/mode", body, token=None)
+    assert status == 200, answer
+
+
+def event_id(device: str = "hn-a-0001") -> str:
+    # Unique per test so tests sharing a server never collide on an idempotency key.
+    return f"{device}-{uuid.uuid4().int % 10**8:08d}"
+
+
+SITE = Site(building="Toà nhà A", address="12 Láng Hạ, Đống Đa, Hà Nội", floor="3", room="301",
+            contact_phone="+84 24 3855 0000", province="Hà Nội")
+LOC = Location(lat=21.028511, lon=105.804817, accuracy_m=15, source="fixed", fix_age_s=0)
+
+
+def make_report(**over) -> Report:
+    eid = over.pop("event_id", None) or event_id()
+    fields = dict(
+        event_id=eid, device_id="hn-a-0001", board="esp32-devkitc", type="alarm", cause="button",
+        incident_key=eid, references=None, occurred_at=1764412345.0, received_at=1764412345.2,
+        location=LOC, site=SITE, confidence=0.95, reasons=("manual call point pressed",),
+        readings={"press_ms": 0},
+    )
+    fields.update(over)
+    return Report(**fields)
+
+
+def valid_report_body() -> dict:
+    return {
+        "type": "fire", "cause": "smoke", "event_type": "alarm",
+        "occurred_at": "2026-11-29T08:30:00Z", "received_at": "2026-11-29T08:30:00.250Z",
+        "location": {"lat": 21.028511, "lon": 105.804817, "accuracy_m": 15, "source": "fixed", "fix_age_s": 0},
+        "address": "12 Láng Hạ", "building": "Toà nhà A", "floor": "3", "room": "301", "province": "Hà Nội",
+        "reporter": {"device_id": "hn-a-0002", "board": "virtual", "contact_phone": "+84 24 3855 0000"},
+        "confidence": 0.8, "reasons": ["obscuration 0.2 dB/m"], "readings": {"obs": 0.2, "t": 31.5},
+        "media": [],
+    }
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
