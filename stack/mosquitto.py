@@ -37,6 +37,11 @@ def bridge_acl(user: str) -> str:
     )
 
 
+def observer_acl(user: str) -> str:
+    """Read-only view of all device traffic (the demo's live feed, monitoring)."""
+    return f"user {user}\ntopic read baochay/v1/#\n"
+
+
 class MosquittoMissing(RuntimeError):
     pass
 
@@ -73,6 +78,7 @@ class Mosquitto:
     workdir: Path
     users: dict[str, str] = field(default_factory=dict)
     bridge_users: tuple[str, ...] = ()
+    observer_users: tuple[str, ...] = ()
     port: int = 0
     host: str = "127.0.0.1"
     anonymous: bool = False
@@ -103,7 +109,8 @@ class Mosquitto:
         d = self.workdir
         (d / "data").mkdir(exist_ok=True)
         write_password_file(d / "passwd", self.users)
-        acl = "".join(bridge_acl(u) for u in self.bridge_users) + "\n" + DEVICE_ACL
+        acl = "".join(bridge_acl(u) for u in self.bridge_users) + "".join(observer_acl(u) for u in self.observer_users)
+        acl += "\n" + DEVICE_ACL
         (d / "acl").write_text(acl)
         user_line = "user root\n" if os.geteuid() == 0 else ""
         self.conf_path.write_text(

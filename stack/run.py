@@ -65,7 +65,7 @@ class Stack:
         self.bridge_pw = secrets.token_urlsafe(18)
         self.watch_pw = secrets.token_urlsafe(18)
         self.broker = Mosquitto(self.dir / "broker", users={"bridge": self.bridge_pw, "watcher": self.watch_pw},
-                                bridge_users=("bridge", "watcher"))
+                                bridge_users=("bridge",), observer_users=("watcher",))
         for s in self.sites:
             self.broker.users[s["cfg"]["dev"]] = s["cfg"]["mqtt"]["password"]
         self.broker.write_config()
