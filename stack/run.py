@@ -51,9 +51,10 @@ def say(msg: str) -> None:
 
 
 class Stack:
-    def __init__(self, workdir: Path, count: int):
+    def __init__(self, workdir: Path, count: int, keep_consoles: bool = False):
         self.dir = workdir
         self.count = count
+        self.keep_consoles = keep_consoles
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.boards: list[VirtualBoard] = []
         self.broker: Mosquitto | None = None
@@ -130,8 +131,9 @@ class Stack:
             path = write_device(cfg, self.dir / "devices" / cfg["dev"])
             vb = VirtualBoard(self.dir / "flash" / cfg["dev"], device_config=path, log=self.dir / f"{cfg['dev']}.log")
             vb.start()
-            vb.console.close()  # leave the port free for `make press` and serial tools
-            vb.console = None
+            if not self.keep_consoles:
+                vb.console.close()  # leave the port free for `make press` and serial tools
+                vb.console = None
             s["port"] = vb.port
             self.boards.append(vb)
             say(f"  board {i}    {cfg['dev']:<15} console {vb.port}  {cfg['site']['address']}")

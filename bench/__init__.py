@@ -1,0 +1,1 @@
+"""Benchmarks and load generators; each prints figures, none asserts on timing."""

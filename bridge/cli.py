@@ -1,0 +1,250 @@
+"""`baochay-bridge`: run the bridge, look at it, manage its devices, send commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import config, db
+from .registry import FIELDS, Registry, RegistryError
+
+log = logging.getLogger("bridge")
+
+
+def _db(args) -> str:
+    try:
+        return config.db_path_from(args.config, args.db)
+    except config.ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
+def _existing_db(args) -> str:
+    path = _db(args)
+    if not Path(path).exists():
+        sys.exit(f"error: no bridge database at {path} (run the bridge or add devices first)")
+    return path
+
+
+def cmd_run(args) -> int:
+    from . import logs
+    from .service import Bridge
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logs.setup(cfg["log_level"])
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        log.info("signal received, stopping", extra={"signal": signum})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        bridge = Bridge(cfg)
+    except Exception as e:
+        log.error("bridge cannot start", extra={"error": f"{type(e).__name__}: {e}"})
+        return 2
+    bridge.start()
+    while not stop.wait(0.5):
+        pass
+    bridge.stop()
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .status import collect, render
+
+    conn = db.connect(_existing_db(args), readonly=True)
+    try:
+        data = collect(conn)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(data, indent=1, default=str))
+    else:
+        print(render(data))
+    return 0
+
+
+def _event_line(r) -> str:
+    t = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["received_at"]))
+    extra = r["incident"] or r["reason"] or ""
+    return f"{t}  {r['id']:<28} {r['type']:<8} {r['cause']:<8} {r['stage']:<9} {extra}".rstrip()
+
+
+def cmd_events(args) -> int:
+    conn = db.connect(_existing_db(args), readonly=True)
+    rows = conn.execute("SELECT * FROM (SELECT * FROM events ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                        (args.last,)).fetchall()
+    last_seq = 0
+    for r in rows:
+        print(_event_line(r), flush=True)
+        last_seq = r["seq"]
+    if not args.follow:
+        return 0
+    if not rows:
+        last_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+    stages: dict[str, str] = {}
+    try:
+        while True:
+            time.sleep(0.5)
+            for r in conn.execute("SELECT * FROM events WHERE seq>? ORDER BY seq", (last_seq,)):
+                print(_event_line(r), flush=True)
+                last_seq = r["seq"]
+                stages[r["id"]] = r["stage"]
+            # stage changes of recent events (forwarded -> accepted ...)
+            for r in conn.execute("SELECT * FROM events WHERE stage_at>? ORDER BY stage_at", (time.time() - 5,)):
+                if r["id"] in stages and stages[r["id"]] != r["stage"]:
+                    stages[r["id"]] = r["stage"]
+                    print(_event_line(r), flush=True)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_devices(args) -> int:
+    reg = Registry(_db(args))
+    try:
+        if args.action == "list":
+            devs = reg.list()
+            if args.json:
+                print(json.dumps([d.public() for d in devs], indent=1))
+                return 0
+            from .status import _table
+
+            print("\n".join(_table(
+                ["id", "board", "building", "floor", "room", "class", "lat", "lon", "phone", "province"],
+                [[d.id, d.board, d.building, d.floor, d.room, d.supervision, d.lat, d.lon, d.contact_phone,
+                  d.province] for d in devs])))
+            return 0
+        if args.action == "add":
+            rec = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+            if rec.get("key") == "-":
+                rec["key"] = sys.stdin.readline().strip()
+            try:
+                dev = reg.upsert(rec)
+            except RegistryError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(f"device {dev.id} registered")
+            return 0
+        if args.action == "import":
+            res = reg.import_csv(args.file)
+            for line, msg in res.errors:
+                print(f"{args.file}:{line}: {msg}", file=sys.stderr)
+            print(f"imported {len(res.added)} device(s), {sum(1 for ln, _ in res.errors if ln > 1)} bad row(s)")
+            return 0 if not res.errors else 1
+        if args.action == "remove":
+            ok = reg.remove(args.id)
+            print(f"device {args.id} {'removed' if ok else 'was not registered'}")
+            return 0 if ok else 1
+    finally:
+        reg.close()
+    return 2
+
+
+def cmd_faults(args) -> int:
+    from .faults import clear_by_id
+
+    conn = db.connect(_existing_db(args))
+    if args.clear:
+        n = clear_by_id(conn, args.clear)
+        print(f"fault {args.clear} {'cleared' if n else 'was not open'}")
+        return 0 if n else 1
+    from .status import _ago, _table
+
+    now = time.time()
+    rows = conn.execute("SELECT * FROM faults WHERE open=1 OR ? ORDER BY ts", (1 if args.all else 0,)).fetchall()
+    print("\n".join(_table(["#", "since", "open", "device", "sink", "kind", "reason"],
+                           [[r["id"], _ago(r["ts"], now), "yes" if r["open"] else "no", r["device"] or "",
+                             r["sink"] or "", r["kind"], r["reason"]] for r in rows])))
+    return 0
+
+
+def cmd_cmd(args) -> int:
+    from .commands import send_command
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cargs = json.loads(args.args) if args.args else {}
+    try:
+        ctr = send_command(cfg, args.device, args.command, cargs)
+    except (LookupError, ValueError, OSError, TimeoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.command} sent to {args.device} (ctr {ctr})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="baochay-bridge", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def with_config(sp, need_db_option=True):
+        sp.add_argument("--config", "-c", default=os.environ.get("BAOCHAY_CONFIG"),
+                        help="bridge YAML config (or $BAOCHAY_CONFIG)")
+        if need_db_option:
+            sp.add_argument("--db", help="the bridge database (default: the config's `db`)")
+        return sp
+
+    sp = with_config(sub.add_parser("run", help="run the bridge"), need_db_option=False)
+    sp.set_defaults(fn=cmd_run)
+    sp = with_config(sub.add_parser("status", help="devices, open alarms, sinks, faults (from the database)"))
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_status)
+    sp = with_config(sub.add_parser("events", help="recent events; --follow to keep watching"))
+    sp.add_argument("--follow", "-f", action="store_true")
+    sp.add_argument("--last", type=int, default=20)
+    sp.set_defaults(fn=cmd_events)
+
+    sp = with_config(sub.add_parser("devices", help="the device registry"))
+    dsub = sp.add_subparsers(dest="action", required=True)
+    a = dsub.add_parser("add", help="add or replace one device")
+    a.add_argument("id")
+    a.add_argument("--key", required=True, help="64 hex digits, or '-' to read it from stdin")
+    for k in FIELDS:
+        if k not in ("id", "key"):
+            a.add_argument("--" + k.replace("_", "-"), dest=k)
+    lst = dsub.add_parser("list", help="list devices (never their keys)")
+    lst.add_argument("--json", action="store_true")
+    imp = dsub.add_parser("import", help="import a CSV file (header row with the registry column names)")
+    imp.add_argument("file")
+    rm = dsub.add_parser("remove", help="remove one device")
+    rm.add_argument("id")
+    for x in (a, lst, imp, rm):
+        with_config(x)
+    sp.set_defaults(fn=cmd_devices)
+
+    sp = with_config(sub.add_parser("faults", help="operator faults"))
+    sp.add_argument("--all", action="store_true", help="also cleared ones")
+    sp.add_argument("--clear", type=int, metavar="ID", help="acknowledge and close one fault")
+    sp.set_defaults(fn=cmd_faults)
+
+    sp = with_config(sub.add_parser("cmd", help="send a signed command to a device"), need_db_option=False)
+    sp.add_argument("device")
+    sp.add_argument("command", choices=["identify", "self-test", "silence", "reboot", "config"])
+    sp.add_argument("--args", help="JSON object of arguments (for config)")
+    sp.set_defaults(fn=cmd_cmd)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Bridge configuration: a YAML file, then BAOCHAY_* environment overrides, checked into a plain dict.
+
+Environment: BAOCHAY_<KEY> for a top-level key, BAOCHAY_<SECTION>__<KEY> for a nested one (double
+underscore), values read as YAML scalars: BAOCHAY_MQTT__PORT=1884, BAOCHAY_MQTT__PASSWORD=secret,
+BAOCHAY_DB=/var/lib/baochay/bridge.db. Every key is documented in docs/operator-guide.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+DEFAULTS: dict = {
+    "bridge_id": "bridge-1",
+    "db": "var/bridge.db",
+    "log_level": "info",
+    "mqtt": {
+        "host": "127.0.0.1",
+        "port": 1883,
+        "user": "bridge",
+        "password": "",
+        "tls": False,
+        "ca_file": None,
+        "client_id": None,  # default: baochay-bridge-<bridge_id>
+        "shared_group": None,
+        "keepalive": 30,
+        "session_expiry_s": 86400,
+    },
+    "limits": {"max_payload": 8192},
+    "store": {"batch_max": 1000},
+    "supervision": {"mains_s": 20, "battery_s": 90000, "check_s": 1.0, "low_battery_pct": 20},
+    "verify": {"window_s": 120, "offline_window_s": 600},
+    "location": {"gps_max_age_s": 60, "gps_max_acc_m": 50},
+    "delivery": {"max_age_s": 100, "backoff_initial_s": 0.5, "backoff_max_s": 15, "jitter": 0.25},
+    "metrics": {"host": "127.0.0.1", "port": 0},
+    "health_s": 10,
+    "sinks": [],
+    "accepted_from": None,
+    "sink_types": {},
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base: dict, over: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if k not in base:
+            raise ConfigError(f"unknown config key {where}{k!r}")
+        if isinstance(base[k], dict) and base[k] and not isinstance(v, dict):
+            raise ConfigError(f"config key {where}{k} must be a mapping")
+        if isinstance(base[k], dict) and base[k]:
+            out[k] = _merge(base[k], v, f"{where}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def env_overrides(environ) -> dict:
+    over: dict = {}
+    for name, raw in environ.items():
+        if not name.startswith("BAOCHAY_") or name in ("BAOCHAY_CONFIG",):
+            continue
+        path = name[len("BAOCHAY_"):].lower().split("__")
+        if path[0] not in DEFAULTS:
+            continue
+        value = yaml.safe_load(raw) if raw != "" else ""
+        d = over
+        for p in path[:-1]:
+            d = d.setdefault(p, {})
+        d[path[-1]] = value
+    return over
+
+
+def load(path: str | Path | None, environ=None) -> dict:
+    raw: dict = {}
+    if path:
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {path}: top level must be a mapping")
+    cfg = _merge(DEFAULTS, raw)
+    cfg = _merge(cfg, env_overrides(os.environ if environ is None else environ))
+    return check(cfg, Path(path).parent if path else Path.cwd())
+
+
+def check(cfg: dict, base_dir: Path) -> dict:
+    # the DB path is relative to the config file, so a config works from any working directory
+    dbp = Path(str(cfg["db"]))
+    cfg["db"] = str(dbp if dbp.is_absolute() else (base_dir / dbp))
+    m = cfg["mqtt"]
+    if not m["client_id"]:
+        m["client_id"] = f"baochay-bridge-{cfg['bridge_id']}"
+    for k in ("port", "keepalive", "session_expiry_s"):
+        if not isinstance(m[k], int):
+            raise ConfigError(f"mqtt.{k} must be an integer")
+    names = []
+    for i, s in enumerate(cfg["sinks"] or []):
+        if not isinstance(s, dict) or "name" not in s or "type" not in s:
+            raise ConfigError(f"sinks[{i}] needs a name and a type")
+        if s["name"] in names:
+            raise ConfigError(f"sinks: duplicate name {s['name']!r}")
+        names.append(s["name"])
+    if cfg["accepted_from"] is None and names:
+        cfg["accepted_from"] = names[0]
+    if cfg["accepted_from"] is not None and cfg["accepted_from"] not in names:
+        raise ConfigError(f"accepted_from {cfg['accepted_from']!r} is not one of the sinks ({', '.join(names)})")
+    for k, v in cfg["supervision"].items():
+        if not isinstance(v, (int, float)) or v <= 0:
+            raise ConfigError(f"supervision.{k} must be a positive number")
+    if not isinstance(cfg["sink_types"], dict):
+        raise ConfigError("sink_types must map a type name to 'module:Class'")
+    return cfg
+
+
+def db_path_from(path: str | Path | None, db: str | None) -> str:
+    """For CLI commands that only need the database: --db wins, else the config's."""
+    if db:
+        return db
+    return load(path)["db"]

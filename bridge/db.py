@@ -1,0 +1,120 @@
+"""The bridge's SQLite database: one file holding the registry, events, outboxes, faults and device state.
+
+Durability: WAL mode. Connections that record events before the device is told `stored` use
+synchronous=FULL, so every commit is fsynced (the writer batches many events per commit). Connections
+that only record delivery progress use synchronous=NORMAL: after a power cut such a row may roll back,
+which only makes the outbox send the report again, and sinks are idempotent by event id.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    board TEXT NOT NULL DEFAULT '',
+    building TEXT NOT NULL DEFAULT '',
+    address TEXT NOT NULL DEFAULT '',
+    floor TEXT NOT NULL DEFAULT '',
+    room TEXT NOT NULL DEFAULT '',
+    lat REAL,
+    lon REAL,
+    acc REAL,
+    contact_phone TEXT NOT NULL DEFAULT '',
+    province TEXT NOT NULL DEFAULT '',
+    supervision TEXT NOT NULL DEFAULT 'mains',
+    dc09_account TEXT NOT NULL DEFAULT '',
+    dc09_receiver TEXT NOT NULL DEFAULT '',
+    dc09_line TEXT NOT NULL DEFAULT '',
+    added_at REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS device_state (
+    id TEXT PRIMARY KEY,
+    online INTEGER NOT NULL DEFAULT 0,
+    state_reason TEXT NOT NULL DEFAULT '',
+    last_seen REAL,
+    fw TEXT, boot INTEGER, rssi INTEGER, batt_pct REAL, batt_v REAL,
+    heap_free INTEGER, outbox INTEGER,
+    highest_ctr INTEGER,
+    cmd_ctr INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    dev TEXT NOT NULL,
+    ctr INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    ref TEXT,
+    incident_key TEXT NOT NULL,
+    building TEXT NOT NULL DEFAULT '',
+    body BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    stage TEXT NOT NULL DEFAULT 'stored',
+    stage_at REAL,
+    incident TEXT,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS events_dev ON events(dev, ctr);
+CREATE INDEX IF NOT EXISTS events_recv ON events(received_at);
+CREATE INDEX IF NOT EXISTS events_ref ON events(ref);
+CREATE INDEX IF NOT EXISTS events_building ON events(building, received_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    sink TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    next_at REAL NOT NULL,
+    first_attempt_at REAL,
+    done_at REAL,
+    ref TEXT,
+    last_error TEXT,
+    PRIMARY KEY (sink, event_id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(sink, state, seq);
+CREATE TABLE IF NOT EXISTS faults (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    device TEXT,
+    sink TEXT,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    open INTEGER NOT NULL DEFAULT 1,
+    cleared_at REAL
+);
+CREATE INDEX IF NOT EXISTS faults_open ON faults(open, device, kind);
+CREATE TABLE IF NOT EXISTS rejects (
+    reason TEXT NOT NULL,
+    device TEXT NOT NULL,
+    n INTEGER NOT NULL DEFAULT 0,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (reason, device)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    k TEXT PRIMARY KEY,
+    v TEXT
+);
+"""
+
+
+def connect(path: str | Path, durable: bool = True, readonly: bool = False) -> sqlite3.Connection:
+    """Open the database (creating the schema), autocommit mode; transactions are explicit."""
+    path = Path(path)
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False, timeout=10)
+        conn.row_factory = sqlite3.Row
+        return conn
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.executescript(SCHEMA)
+    return conn

@@ -1,0 +1,31 @@
+"""Prometheus metrics, in a registry of their own (so several bridges can live in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.received = Counter("baochay_received", "Messages received from devices", ["kind"], registry=r)
+        self.rejected = Counter("baochay_rejected", "Messages rejected, by reason", ["reason"], registry=r)
+        self.duplicates = Counter("baochay_duplicates", "Events received again (re-acked)", registry=r)
+        self.replays = Counter("baochay_replays", "Old events replayed (rejected, never forwarded)",
+                               registry=r)
+        self.stored = Counter("baochay_stored", "Events stored durably", registry=r)
+        self.acks = Counter("baochay_acks", "Acks published to devices", ["stage"], registry=r)
+        self.deliveries = Counter("baochay_deliveries", "Delivery attempts by outcome", ["sink", "outcome"],
+                                  registry=r)
+        self.backlog = Gauge("baochay_backlog", "Reports waiting in each sink's outbox", ["sink"], registry=r)
+        self.store_queue = Gauge("baochay_store_queue", "Items waiting for the store writer", registry=r)
+        self.devices = Gauge("baochay_devices", "Registered devices by presence", ["state"], registry=r)
+        self.faults_open = Gauge("baochay_faults_open", "Open operator faults", registry=r)
+        self.delivery_latency = Histogram(
+            "baochay_delivery_latency_seconds", "Receipt at the bridge -> accepted by the sink", ["sink"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 100), registry=r)
+
+    def serve(self, host: str, port: int):
+        """Serve /metrics on host:port (loopback by default); returns the server."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server

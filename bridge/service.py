@@ -1,0 +1,257 @@
+"""The running bridge: wires the MQTT link, the pipeline stages, the delivery workers and supervision.
+
+Threads: paho's network loop (parse + authenticate: cheap), the store writer (group commit, acks
+`stored`), one delivery worker per sink (acks `forwarded`/`accepted`/`failed`), and a supervision
+ticker (presence, health, gauges). Acks are published from the worker threads; paho 2 allows that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from . import __version__, db, sinks
+from .ingest import MqttLink, health_topic
+from .metrics import Metrics
+from .registry import Registry
+from .stages.ack import ack_frame, ack_topic
+from .stages.authenticate import DUPLICATE, NEW, check_device, check_signature
+from .stages.deliver import DeliveryPolicy, DeliveryWorker, VerifyPolicy
+from .stages.enrich import LocationPolicy
+from .stages.parse import Rejected, loads_object, parse_event, split_frame, split_topic
+from .stages.store import Incoming, StoredResult, StoreWriter, record_reject
+from .supervision import Presence, apply_birth, apply_telemetry, apply_transitions, flush_last_seen
+
+log = logging.getLogger("bridge")
+lifecycle = logging.getLogger("bridge.lifecycle")
+
+
+class Bridge:
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.bridge_id = cfg["bridge_id"]
+        self.metrics = Metrics()
+        self.max_payload = int(cfg["limits"]["max_payload"])
+        sinks.SINK_TYPES.update(cfg.get("sink_types") or {})
+        self.registry = Registry(cfg["db"])
+        self.sinks = []
+        for s in cfg["sinks"]:
+            opts = {k: v for k, v in s.items() if k not in ("name", "type")}
+            self.sinks.append(sinks.build_sink(s["name"], s["type"], **opts))
+        sup = cfg["supervision"]
+        self.presence = Presence({"mains": sup["mains_s"], "battery": sup["battery_s"]})
+        self.conn = db.connect(cfg["db"], durable=False)  # the supervision thread's own connection
+        self.presence.load(self.conn)
+        self.writer = StoreWriter(cfg["db"], [s.name for s in self.sinks], self._on_stored,
+                                  batch_max=int(cfg["store"]["batch_max"]), on_commit=self._on_commit,
+                                  building_of=self._building)
+        d, loc, ver = cfg["delivery"], cfg["location"], cfg["verify"]
+        policy = DeliveryPolicy(max_age_s=float(d["max_age_s"]), backoff_initial_s=float(d["backoff_initial_s"]),
+                                backoff_max_s=float(d["backoff_max_s"]), jitter=float(d["jitter"]))
+        self.workers = [
+            DeliveryWorker(s, cfg["db"], self.registry, acked=(s.name == cfg["accepted_from"]),
+                           on_stage=self._publish_ack, policy=policy,
+                           location=LocationPolicy(float(loc["gps_max_age_s"]), float(loc["gps_max_acc_m"])),
+                           verify_policy=VerifyPolicy(float(ver["window_s"]), float(ver["offline_window_s"])),
+                           metrics=self.metrics)
+            for s in self.sinks
+        ]
+        self.link = MqttLink(cfg["mqtt"], self.bridge_id, __version__, self._on_message)
+        self._stopping = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="supervision", daemon=True)
+        self._metrics_server = None
+        self._counts = {"received": 0, "stored": 0}
+        self._reject_log: dict[str, float] = {}
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        self.writer.start()
+        self.writer.started_ok.wait(10)
+        for w in self.workers:
+            w.start()
+            self.metrics.backlog.labels(w.name_).set(w.backlog(self.conn))
+        m = self.cfg["metrics"]
+        if m.get("port"):
+            self._metrics_server = self.metrics.serve(m.get("host", "127.0.0.1"), int(m["port"]))
+            log.info("metrics served", extra={"url": f"http://{m.get('host', '127.0.0.1')}:{m['port']}/metrics"})
+        self._ticker.start()
+        self.link.start()
+        lifecycle.info("bridge starting", extra={"bridge_id": self.bridge_id, "version": __version__, "db": self.cfg["db"],
+                                           "sinks": [s.name for s in self.sinks],
+                                           "accepted_from": self.cfg["accepted_from"]})
+
+    def stop(self) -> None:
+        """Store what was received, let workers finish their current send, then say offline."""
+        self._stopping.set()
+        self.writer.stop()
+        self.writer.join(15)
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            w.join(15)
+        self._ticker.join(5)
+        self.link.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        self.registry.close()
+        self.conn.close()
+        lifecycle.info("bridge stopped")
+
+    # --- ingest (paho's network thread: keep it cheap) ---
+    def _key(self, dev: str):
+        d = self.registry.get(dev)
+        return d.key if d is not None else None
+
+    def _building(self, dev: str) -> str:
+        d = self.registry.get(dev)
+        return d.building if d is not None else ""
+
+    def _on_message(self, msg) -> None:
+        now = time.time()
+        self._counts["received"] += 1
+        try:
+            dev, kind = split_topic(msg.topic)
+        except Rejected as r:
+            self._reject(r, "-", msg)
+            return
+        self.metrics.received.labels(kind).inc()
+        if self.registry.get(dev) is None:
+            self._reject(Rejected("unknown-device"), dev, msg)
+            return
+        if kind == "status" and msg.retain:
+            # a retained status replayed at subscribe time is old news, not a sign of life
+            self._status(dev, msg.payload, now, live=False)
+            self.link.settle_now(msg)
+            return
+        t = self.presence.seen(dev, now)
+        if t is not None:
+            self.writer.submit(lambda conn: apply_transitions(conn, [t]))
+        if kind == "event":
+            try:
+                frame = split_frame(msg.topic, msg.payload, self.max_payload)
+                check_signature(frame, self._key)
+                event = parse_event(frame.body)
+                check_device(frame, event)
+            except Rejected as r:
+                self._reject(r, dev, msg)
+                return
+            self.writer.submit_event(Incoming(frame, event, now, self.link.settler(msg)))
+        elif kind == "telemetry":
+            try:
+                if len(msg.payload) > self.max_payload:
+                    raise Rejected("too-large")
+                body = loads_object(msg.payload)
+            except Rejected as r:
+                self._reject(r, dev, msg)
+                return
+            low = float(self.cfg["supervision"]["low_battery_pct"])
+            self.writer.submit(lambda conn: apply_telemetry(conn, dev, body, low, now))
+        else:
+            self._status(dev, msg.payload, now, live=True)
+            self.link.settle_now(msg)
+
+    def _status(self, dev: str, payload: bytes, now: float, live: bool) -> None:
+        try:
+            s = loads_object(payload[: self.max_payload])
+        except Rejected:
+            return
+        if s.get("state") == "offline":
+            t = self.presence.gone(dev, now, "connection lost (last will)" if live else "offline (retained status)")
+            if t is not None:
+                self.writer.submit(lambda conn: apply_transitions(conn, [t]))
+        elif s.get("state") == "online":
+            self.writer.submit(lambda conn: apply_birth(conn, dev, s))
+
+    def _reject(self, r: Rejected, dev: str, msg) -> None:
+        self.metrics.rejected.labels(r.reason).inc()
+        self.writer.submit(lambda conn: record_reject(conn, r.reason, dev))
+        self.link.settle_now(msg)
+        now = time.monotonic()
+        if now - self._reject_log.get(r.reason, 0) > 10:  # a flood of junk must not flood the log
+            self._reject_log[r.reason] = now
+            log.warning("message rejected", extra={"reason": r.reason, "detail": r.detail, "device": dev,
+                                                   "topic": msg.topic[:120]})
+
+    # --- after commit (store writer thread) ---
+    def _on_commit(self, n: int) -> None:
+        self.metrics.store_queue.set(self.writer.backlog())
+
+    def _on_stored(self, res: StoredResult) -> None:
+        if res.verdict == NEW:
+            self._counts["stored"] += 1
+            self.metrics.stored.inc()
+            self._publish_ack(res.dev, res.event_id, "stored", None, None)
+            for w in self.workers:
+                w.wake.set()
+        elif res.verdict == DUPLICATE:
+            self.metrics.duplicates.inc()
+            self._publish_ack(res.dev, res.event_id, res.stage or "stored", res.incident, res.reason)
+        else:
+            self.metrics.replays.inc()
+            self.metrics.rejected.labels("replay").inc()
+            log.warning("replayed event rejected", extra={"device": res.dev, "event": res.event_id})
+
+    def _publish_ack(self, dev: str, event_id: str, stage: str, incident, reason) -> None:
+        key = self._key(dev)
+        if key is None:
+            return
+        self.link.publish(ack_topic(dev), ack_frame(key, event_id, stage, incident=incident, reason=reason), qos=1)
+        self.metrics.acks.labels(stage).inc()
+
+    # --- supervision ticker ---
+    def _tick_loop(self) -> None:
+        check_s = float(self.cfg["supervision"]["check_s"])
+        health_s = float(self.cfg["health_s"])
+        next_health = time.monotonic() + min(2.0, health_s)
+        next_reload = time.monotonic() + 30
+        last = (time.monotonic(), dict(self._counts))
+        while not self._stopping.wait(check_s):
+            try:
+                if time.monotonic() > next_reload:
+                    self.registry.reload()
+                    next_reload = time.monotonic() + 30
+                self._tick()
+                if health_s > 0 and time.monotonic() >= next_health:
+                    next_health = time.monotonic() + health_s
+                    last = self._publish_health(last)
+            except Exception:
+                log.exception("supervision tick failed")
+
+    def _tick(self) -> None:
+        now = time.time()
+        devices = self.registry.cached()
+        transitions = self.presence.sweep(devices, now)
+        for t in transitions:
+            log.warning("device offline", extra={"device": t.dev, "reason": t.reason})
+        seen = self.presence.take_dirty()
+
+        def job(conn):
+            apply_transitions(conn, transitions)
+            flush_last_seen(conn, seen)
+            conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('alive', ?), ('bridge_id', ?), ('version', ?)",
+                         (str(now), self.bridge_id, __version__))
+        self.writer.submit(job)
+        on, off = self.presence.counts(devices)
+        self.metrics.devices.labels("online").set(on)
+        self.metrics.devices.labels("offline").set(off)
+        for w in self.workers:
+            self.metrics.backlog.labels(w.name_).set(w.backlog(self.conn))
+        self.metrics.faults_open.set(self.conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0])
+        self.metrics.store_queue.set(self.writer.backlog())
+
+    def _publish_health(self, last):
+        t0, c0 = last
+        t1, c1 = time.monotonic(), dict(self._counts)
+        dt = max(1e-6, t1 - t0)
+        on, off = self.presence.counts(self.registry.cached())
+        body = {
+            "v": 1, "bridge": self.bridge_id, "version": __version__, "ts": int(time.time()),
+            "devices": {"online": on, "offline": off},
+            "backlog": {w.name_: w.backlog(self.conn) for w in self.workers},
+            "rates": {k + "_per_s": round((c1[k] - c0[k]) / dt, 2) for k in c1},
+            "faults_open": self.conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0],
+        }
+        self.link.publish(health_topic(self.bridge_id), json.dumps(body, separators=(",", ":")).encode(), qos=0)
+        return t1, c1

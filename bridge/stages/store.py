@@ -1,0 +1,219 @@
+"""Stage 3, store: one writer thread, group commit.
+
+Everything that changes the database on the ingest path goes through this thread's queue: events,
+telemetry, presence, rejects. It takes what is queued (up to `batch_max`), applies it in one
+transaction, commits (fsynced: synchronous=FULL), and only then runs the items' after-commit actions:
+the `stored` ack to the device, the MQTT PUBACK to the broker, waking the delivery workers. So a storm
+costs one fsync per batch, not one per alarm, and nothing is acked before it is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import db
+from ..faults import clear_fault, raise_fault
+from .authenticate import DUPLICATE, NEW, classify
+from .parse import Frame
+
+log = logging.getLogger("bridge.store")
+
+After = Callable[[], None]
+
+
+@dataclass
+class Incoming:
+    """An authentic, well-formed event waiting to be stored."""
+
+    frame: Frame
+    event: dict
+    received_at: float
+    settle: Callable[[], None] | None = None  # tells the broker we have it (MQTT PUBACK), after commit
+
+
+@dataclass
+class StoredResult:
+    verdict: str  # new | duplicate | replay
+    event_id: str
+    dev: str
+    stage: str | None = None
+    incident: str | None = None
+    reason: str | None = None
+    event: dict | None = None
+
+
+class StoreWriter(threading.Thread):
+    """on_result(StoredResult) runs after the commit, in this thread, for every event handled."""
+
+    def __init__(self, db_path, sinks: list[str], on_result: Callable[[StoredResult], None],
+                 batch_max: int = 1000, on_commit: Callable[[int], None] | None = None,
+                 building_of: Callable[[str], str] | None = None):
+        super().__init__(name="store-writer", daemon=True)
+        self.db_path = db_path
+        self.sinks = list(sinks)
+        self.on_result = on_result
+        self.on_commit = on_commit
+        self.batch_max = batch_max
+        self.building_of = building_of or (lambda dev: "")
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._highest: dict[str, int | None] = {}
+        self.conn: sqlite3.Connection | None = None
+        self.started_ok = threading.Event()
+
+    # --- producers (any thread) ---
+    def submit_event(self, item: Incoming) -> None:
+        self.q.put(item)
+
+    def submit(self, job: Callable[[sqlite3.Connection], After | None]) -> None:
+        """A job runs inside the next transaction; what it returns runs after the commit."""
+        self.q.put(job)
+
+    def backlog(self) -> int:
+        return self.q.qsize()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.q.put(None)
+
+    # --- the thread ---
+    def run(self) -> None:
+        self.conn = db.connect(self.db_path, durable=True)
+        self.started_ok.set()
+        while True:
+            first = self.q.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.batch_max:
+                try:
+                    nxt = self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._stopping.set()
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if self._stopping.is_set():
+                break
+        # drain what is left so a clean shutdown stores everything already received
+        rest = []
+        while True:
+            try:
+                item = self.q.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                rest.append(item)
+        if rest:
+            self._commit(rest)
+        self.conn.close()
+
+    def _commit(self, batch: list) -> None:
+        try:
+            afters = self._apply(batch)
+        except Exception:
+            log.exception("store batch failed; retrying its items one by one")
+            self._highest.clear()
+            afters = []
+            for item in batch:
+                try:
+                    afters += self._apply([item])
+                except Exception:
+                    # not acked to the broker: it redelivers when the session resumes
+                    log.exception("store: dropping one item that cannot be stored")
+                    self._highest.clear()
+        if self.on_commit:
+            self.on_commit(len(batch))
+        for fn in afters:
+            try:
+                fn()
+            except Exception:
+                log.exception("after-commit action failed")
+
+    def _apply(self, batch: list) -> list[After]:
+        conn = self.conn
+        afters: list[After] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for item in batch:
+                if isinstance(item, Incoming):
+                    afters.extend(self._apply_event(conn, item))
+                else:
+                    after = item(conn)
+                    if after:
+                        afters.append(after)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return afters
+
+    def _highest_ctr(self, conn, dev: str) -> int | None:
+        if dev not in self._highest:
+            row = conn.execute("SELECT MAX(ctr) FROM events WHERE dev=?", (dev,)).fetchone()
+            self._highest[dev] = row[0]
+        return self._highest[dev]
+
+    def _apply_event(self, conn, item: Incoming) -> list[After]:
+        ev = item.event
+        eid, dev = ev["id"], ev["dev"]
+        row = conn.execute("SELECT body, stage, incident, reason FROM events WHERE id=?", (eid,)).fetchone()
+        verdict = classify(item.frame.body, ev["ctr"], row["body"] if row else None, self._highest_ctr(conn, dev))
+        if verdict == NEW:
+            ref = ev.get("ref")
+            incident_key = eid
+            if ref:
+                parent = conn.execute("SELECT incident_key FROM events WHERE id=?", (ref,)).fetchone()
+                incident_key = parent["incident_key"] if parent else ref
+            cur = conn.execute(
+                "INSERT INTO events (id, dev, ctr, type, cause, ref, incident_key, building, body, received_at,"
+                " stage, stage_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'stored', ?)",
+                (eid, dev, ev["ctr"], ev["type"], ev["cause"], ref, incident_key, self.building_of(dev),
+                 item.frame.body, item.received_at, time.time()),
+            )
+            seq = cur.lastrowid
+            for sink in self.sinks:
+                conn.execute(
+                    "INSERT OR IGNORE INTO deliveries (sink, event_id, seq, created_at, next_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (sink, eid, seq, item.received_at, item.received_at),
+                )
+            self._highest[dev] = ev["ctr"]
+            self._device_faults(conn, ev)
+            result = StoredResult(NEW, eid, dev, "stored", event=ev)
+        elif verdict == DUPLICATE:
+            result = StoredResult(DUPLICATE, eid, dev, row["stage"], row["incident"], row["reason"], event=ev)
+        else:
+            record_reject(conn, "replay", dev)
+            result = StoredResult(verdict, eid, dev, event=ev)
+        afters: list[After] = [lambda: self.on_result(result)]
+        if item.settle:
+            afters.append(item.settle)
+        return afters
+
+    @staticmethod
+    def _device_faults(conn, ev: dict) -> None:
+        """A device's fault event opens an operator fault; its restore closes it."""
+        kind = "device:" + ev["cause"]
+        if ev["type"] == "fault":
+            detail = str((ev.get("data") or {}).get("detail", ""))[:200]
+            raise_fault(conn, kind, f"{ev['cause']} fault reported by the device: {detail}".rstrip(": "),
+                        device=ev["dev"])
+        elif ev["type"] == "restore":
+            clear_fault(conn, kind, device=ev["dev"])
+
+
+def record_reject(conn, reason: str, dev: str) -> None:
+    conn.execute(
+        "INSERT INTO rejects (reason, device, n, last_at) VALUES (?, ?, 1, ?) "
+        "ON CONFLICT(reason, device) DO UPDATE SET n=n+1, last_at=excluded.last_at",
+        (reason, dev, time.time()),
+    )

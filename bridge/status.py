@@ -1,0 +1,112 @@
+"""`baochay-bridge status`: a readable picture of the fleet, read from the database alone, so it works
+when the bridge is down (the header then says how long ago the bridge was last alive)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from . import db
+
+OPEN_ALARM_WINDOW_S = 24 * 3600
+
+
+def _ago(ts, now) -> str:
+    if ts is None:
+        return "never"
+    d = max(0, now - float(ts))
+    if d < 120:
+        return f"{d:.0f} s ago"
+    if d < 7200:
+        return f"{d / 60:.0f} min ago"
+    if d < 172800:
+        return f"{d / 3600:.1f} h ago"
+    return f"{d / 86400:.0f} d ago"
+
+
+def _table(headers: list[str], rows: list[list]) -> list[str]:
+    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*headers).rstrip(), fmt.format(*("-" * w for w in widths)).rstrip()]
+    out += [fmt.format(*r).rstrip() for r in cells]
+    return out
+
+
+def collect(conn: sqlite3.Connection, now: float | None = None) -> dict:
+    """Everything `status` shows, as plain data (the text view and tests read this)."""
+    now = now or time.time()
+    meta = {r["k"]: r["v"] for r in conn.execute("SELECT k, v FROM meta")}
+    devices = [dict(r) for r in conn.execute(
+        "SELECT d.id, d.building, d.floor, d.room, d.supervision, s.online, s.state_reason, s.last_seen,"
+        " s.batt_pct, s.rssi, s.fw FROM devices d LEFT JOIN device_state s ON s.id=d.id ORDER BY d.id")]
+    alarms = [dict(r) for r in conn.execute(
+        "SELECT e.id, e.dev, e.type, e.cause, e.received_at, e.stage, e.incident, e.reason FROM events e"
+        " WHERE e.type IN ('alarm','prealarm') AND e.received_at>?"
+        " AND NOT EXISTS (SELECT 1 FROM events c WHERE c.incident_key=e.incident_key AND c.type='cancel')"
+        " ORDER BY e.received_at DESC LIMIT 50", (now - OPEN_ALARM_WINDOW_S,))]
+    sinks = [dict(r) for r in conn.execute(
+        "SELECT sink, SUM(state='pending') AS backlog, SUM(state='accepted') AS accepted,"
+        " SUM(state='failed') AS failed FROM deliveries GROUP BY sink ORDER BY sink")]
+    for s in sinks:
+        row = conn.execute(
+            "SELECT last_error FROM deliveries WHERE sink=? AND last_error IS NOT NULL AND last_error<>''"
+            " ORDER BY COALESCE(done_at, next_at) DESC LIMIT 1", (s["sink"],)).fetchone()
+        s["last_error"] = row["last_error"] if row else ""
+    faults = [dict(r) for r in conn.execute("SELECT * FROM faults WHERE open=1 ORDER BY ts DESC LIMIT 100")]
+    rejects = [dict(r) for r in conn.execute("SELECT * FROM rejects ORDER BY n DESC LIMIT 30")]
+    return {"now": now, "meta": meta, "devices": devices, "alarms": alarms, "sinks": sinks,
+            "faults": faults, "rejects": rejects}
+
+
+def render(data: dict) -> str:
+    now = data["now"]
+    meta = data["meta"]
+    lines = []
+    alive = meta.get("alive")
+    if alive is None:
+        lines.append("bridge: never ran on this database")
+    else:
+        age = now - float(alive)
+        state = "running" if age < 10 else "NOT RUNNING"
+        lines.append(f"bridge {meta.get('bridge_id', '?')} {meta.get('version', '')}: {state} "
+                     f"(last alive {_ago(alive, now)})")
+    lines.append("")
+    lines.append(f"DEVICES ({sum(1 for d in data['devices'] if d['online'])} online of {len(data['devices'])})")
+    rows = []
+    for d in data["devices"]:
+        where = " / ".join(x for x in (d["building"], d["floor"], d["room"]) if x)
+        state = "online" if d["online"] else ("offline" if d["online"] is not None else "unknown")
+        batt = f"{d['batt_pct']:g} %" if d["batt_pct"] is not None else "-"
+        rssi = f"{d['rssi']} dBm" if d["rssi"] is not None else "-"
+        rows.append([d["id"], state, _ago(d["last_seen"], now), batt, rssi, d["supervision"], where])
+    lines += _table(["device", "state", "last seen", "battery", "rssi", "class", "where"], rows)
+    lines.append("")
+    lines.append(f"OPEN ALARMS ({len(data['alarms'])}, last 24 h, not cancelled)")
+    lines += _table(["event", "type", "cause", "received", "stage", "incident / reason"],
+                    [[a["id"], a["type"], a["cause"], _ago(a["received_at"], now), a["stage"],
+                      a["incident"] or a["reason"] or ""] for a in data["alarms"]])
+    lines.append("")
+    lines.append("SINKS")
+    lines += _table(["sink", "backlog", "accepted", "failed", "last error"],
+                    [[s["sink"], s["backlog"], s["accepted"], s["failed"], (s["last_error"] or "")[:80]]
+                     for s in data["sinks"]])
+    lines.append("")
+    lines.append(f"FAULTS ({len(data['faults'])} open)")
+    lines += _table(["#", "since", "device", "sink", "kind", "reason"],
+                    [[f["id"], _ago(f["ts"], now), f["device"] or "", f["sink"] or "", f["kind"], f["reason"][:90]]
+                     for f in data["faults"]])
+    if data["rejects"]:
+        lines.append("")
+        lines.append("REJECTED MESSAGES")
+        lines += _table(["reason", "device", "count", "last"],
+                        [[r["reason"], r["device"], r["n"], _ago(r["last_at"], now)] for r in data["rejects"]])
+    return "\n".join(lines)
+
+
+def status_text(db_path: str) -> str:
+    conn = db.connect(db_path, readonly=True)
+    try:
+        return render(collect(conn))
+    finally:
+        conn.close()

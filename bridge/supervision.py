@@ -1,0 +1,135 @@
+"""Supervision: which devices are online, judged by what they send, not by their TCP connection.
+
+Any message from a device (event, telemetry heartbeat, status birth) counts as a sign of life. A device
+silent longer than its class allows (mains 20 s, EN 50136-1 T6; battery much longer) is offline for the
+operator even if a half-open TCP connection keeps the broker from firing its last will. The last will
+(`status` offline) marks it offline at once. Transitions open and clear `offline` faults.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+from .faults import clear_fault, raise_fault
+
+
+@dataclass
+class Transition:
+    dev: str
+    online: bool
+    reason: str
+    at: float
+
+
+class Presence:
+    def __init__(self, periods: dict[str, float], started_at: float | None = None):
+        self.periods = dict(periods)  # supervision class -> seconds of silence allowed
+        self.started_at = started_at or time.time()
+        self._lock = threading.Lock()
+        self.last_seen: dict[str, float] = {}
+        self.online: dict[str, bool] = {}
+        self._dirty: set[str] = set()
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            for r in conn.execute("SELECT id, online, last_seen FROM device_state"):
+                if r["last_seen"] is not None:
+                    self.last_seen[r["id"]] = r["last_seen"]
+                self.online[r["id"]] = bool(r["online"])
+
+    def seen(self, dev: str, now: float) -> Transition | None:
+        """A sign of life (called on the MQTT thread); returns a transition when it came back."""
+        with self._lock:
+            self.last_seen[dev] = now
+            self._dirty.add(dev)
+            if not self.online.get(dev, False):
+                self.online[dev] = True
+                return Transition(dev, True, "heard from again", now)
+        return None
+
+    def gone(self, dev: str, now: float, reason: str) -> Transition | None:
+        """The device's last will (or its own offline status) arrived."""
+        with self._lock:
+            if self.online.get(dev, True):
+                self.online[dev] = False
+                return Transition(dev, False, reason, now)
+        return None
+
+    def sweep(self, devices: list, now: float) -> list[Transition]:
+        """devices: registry entries (with .id, .supervision). Silent ones past their period go offline."""
+        out = []
+        with self._lock:
+            for d in devices:
+                period = self.periods.get(d.supervision, self.periods.get("mains", 20))
+                last = self.last_seen.get(d.id)
+                baseline = max(last or 0.0, self.started_at)
+                if self.online.get(d.id, True) and now - baseline > period:
+                    self.online[d.id] = False
+                    if last is None:
+                        why = f"not heard from since the bridge started ({d.supervision} limit {period:g} s)"
+                    else:
+                        why = f"silent for {now - last:.0f} s ({d.supervision} limit {period:g} s)"
+                    out.append(Transition(d.id, False, why, now))
+        return out
+
+    def take_dirty(self) -> dict[str, float]:
+        with self._lock:
+            d = {k: self.last_seen[k] for k in self._dirty}
+            self._dirty.clear()
+        return d
+
+    def counts(self, devices: list) -> tuple[int, int]:
+        with self._lock:
+            on = sum(1 for d in devices if self.online.get(d.id, False))
+        return on, len(devices) - on
+
+
+def ensure_state_row(conn: sqlite3.Connection, dev: str) -> None:
+    conn.execute("INSERT OR IGNORE INTO device_state (id) VALUES (?)", (dev,))
+
+
+def apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) -> None:
+    for t in transitions:
+        ensure_state_row(conn, t.dev)
+        conn.execute("UPDATE device_state SET online=?, state_reason=? WHERE id=?",
+                     (1 if t.online else 0, t.reason, t.dev))
+        if t.online:
+            clear_fault(conn, "offline", device=t.dev, now=t.at)
+        else:
+            raise_fault(conn, "offline", t.reason, device=t.dev, now=t.at)
+
+
+def flush_last_seen(conn: sqlite3.Connection, seen: dict[str, float]) -> None:
+    for dev, ts in seen.items():
+        ensure_state_row(conn, dev)
+        conn.execute("UPDATE device_state SET last_seen=MAX(COALESCE(last_seen, 0), ?) WHERE id=?", (ts, dev))
+
+
+def apply_telemetry(conn: sqlite3.Connection, dev: str, t: dict, low_battery_pct: float, now: float) -> None:
+    ensure_state_row(conn, dev)
+    batt = t.get("batt") if isinstance(t.get("batt"), dict) else {}
+
+    def num(v):
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    pct, volts = num(batt.get("pct")), num(batt.get("v"))
+    conn.execute(
+        "UPDATE device_state SET rssi=?, batt_pct=?, batt_v=?, heap_free=?, outbox=?,"
+        " boot=COALESCE(?, boot) WHERE id=?",
+        (num(t.get("rssi")), pct, volts, num(t.get("heap_free")), num(t.get("outbox")), num(t.get("boot")), dev),
+    )
+    if pct is not None:
+        if pct < low_battery_pct:
+            raise_fault(conn, "battery", f"battery {pct:g} % (below {low_battery_pct:g} %)", device=dev, now=now)
+        else:
+            clear_fault(conn, "battery", device=dev, now=now)
+
+
+def apply_birth(conn: sqlite3.Connection, dev: str, s: dict) -> None:
+    ensure_state_row(conn, dev)
+    fw = s.get("fw") if isinstance(s.get("fw"), str) else None
+    boot = s.get("boot") if isinstance(s.get("boot"), int) else None
+    conn.execute("UPDATE device_state SET fw=COALESCE(?, fw), boot=COALESCE(?, boot) WHERE id=?", (fw, boot, dev))

@@ -1,0 +1,108 @@
+"""End to end through a real Mosquitto and the bridge process: what a device and the 114 side see."""
+
+from __future__ import annotations
+
+from conftest import wait_for
+
+
+def test_alarm_is_stored_forwarded_and_accepted(fleet, broker, make_bridge, intake):
+    bridge = make_bridge().start()
+    dev_id = next(iter(fleet.devices))
+    dev = fleet.sim(dev_id, broker).connect()
+    eid = dev.alarm()
+    stored = dev.wait_stage(eid, "stored")
+    dev.wait_stage(eid, "forwarded")
+    accepted = dev.wait_stage(eid, "accepted")
+    assert stored["id"] == eid
+    assert accepted["incident"] == intake.incidents[eid]
+    post = intake.posts_for(eid)[0]
+    assert post["building"] == "Toa nha A" and 0 < post["confidence"] <= 1 and post["reasons"]
+    order = [a["stage"] for a in dev.acks(eid)]
+    assert order.index("stored") < order.index("accepted")
+    dev.close()
+    assert bridge.stop() == 0
+
+
+def test_duplicate_is_acked_again_and_not_forwarded_again(fleet, broker, make_bridge, intake):
+    make_bridge().start()
+    dev = fleet.sim("hn-t-0001", broker).connect()
+    eid, frame = dev.make_event("alarm", "button")
+    dev.send_frame(eid, frame)
+    first = dev.wait_stage(eid, "accepted")
+    n_acks = len(dev.acks(eid))
+    dev.send_frame(eid, frame)  # the device did not see the ack and sends it again
+    wait_for(lambda: len(dev.acks(eid)) > n_acks)
+    again = dev.acks(eid)[-1]
+    assert again["stage"] == "accepted" and again["incident"] == first["incident"]
+    assert len(intake.posts_for(eid)) == 1
+
+
+def test_replayed_old_event_is_rejected_never_forwarded_nor_acked(fleet, broker, make_bridge, intake):
+    bridge = make_bridge().start()
+    dev = fleet.sim("hn-t-0001", broker, ctr=10).connect()
+    newer = dev.alarm()
+    dev.wait_stage(newer, "stored")
+    old_id, old_frame = dev.make_event("alarm", "button", ctr=4)  # validly signed, but behind the counter
+    dev.send_frame(old_id, old_frame, keep=False)
+    later = dev.alarm()
+    dev.wait_stage(later, "accepted")  # the store handles events in order: the replay was judged before
+    assert dev.acks(old_id) == []
+    assert intake.posts_for(old_id) == []
+    out = bridge.cli("status").stdout
+    assert "replay" in out and "hn-t-0001" in out
+
+
+def test_cancel_goes_out_as_an_update_of_the_same_incident(fleet, broker, make_bridge, intake):
+    make_bridge().start()
+    dev = fleet.sim("hn-t-0002", broker).connect()
+    alarm = dev.alarm()
+    incident = dev.wait_stage(alarm, "accepted")["incident"]
+    cancel = dev.send("cancel", "button", ref=alarm)
+    dev.wait_stage(cancel, "accepted")
+    post = intake.posts_for(cancel)[0]
+    assert post["references"] == alarm and post["incident_key"] == alarm
+    assert post["incident_id"] == incident
+    assert post["confidence"] < intake.posts_for(alarm)[0]["confidence"]
+
+
+def test_intake_outage_is_retried_until_it_is_back(fleet, broker, make_bridge, intake):
+    bridge = make_bridge().start()
+    intake.mode = "down"
+    dev = fleet.sim("hn-t-0001", broker).connect()
+    eid = dev.alarm()
+    dev.wait_stage(eid, "forwarded")
+    wait_for(lambda: len(intake.posts_for(eid)) >= 2)  # retried
+    status = bridge.cli("status").stdout
+    assert "HTTP 503" in status
+    assert dev.stage(eid) == "forwarded"
+    intake.mode = "up"
+    assert dev.wait_stage(eid, "accepted")["incident"] == intake.incidents[eid]
+
+
+def test_refused_report_fails_at_once_and_is_an_operator_fault(fleet, broker, make_bridge, intake):
+    bridge = make_bridge().start()
+    intake.mode = "refuse"
+    dev = fleet.sim("hn-t-0003", broker).connect()
+    eid = dev.alarm()
+    failed = dev.wait_stage(eid, "failed")
+    assert "refused" in failed["reason"]
+    assert len(intake.posts_for(eid)) == 1
+    status = bridge.cli("status").stdout
+    assert "delivery" in status and eid in status
+
+
+def test_a_device_cannot_publish_on_another_devices_topic(fleet, broker, make_bridge, intake):
+    bridge = make_bridge().start()
+    a = fleet.sim("hn-t-0001", broker).connect()
+    victim = "hn-t-0002"
+    _pw, victim_key = fleet.devices[victim]
+    from bench.loadgen import AsyncDevice
+
+    forged = AsyncDevice(victim, bytes.fromhex(victim_key), broker.host, broker.port, "x")
+    eid, frame = forged.make_event("alarm", "button")  # even with the right key, the topic is not a's
+    a.publish_raw(f"baochay/v1/{victim}/event", frame)
+    own = a.alarm()
+    a.wait_stage(own, "accepted")
+    out = bridge.cli("events", "--last", "50").stdout
+    assert own in out and eid not in out
+    assert intake.posts_for(eid) == []

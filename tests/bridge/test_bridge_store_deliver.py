@@ -1,0 +1,185 @@
+"""Store writer and delivery workers in process, against a real SQLite file and in-test sinks."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from test_bridge_stages import DEV, KEY, body, signed
+
+from bridge import db
+from bridge.registry import Registry
+from bridge.report import Outcome
+from bridge.stages.deliver import DeliveryPolicy, DeliveryWorker
+from bridge.stages.parse import parse_event, split_frame
+from bridge.stages.store import Incoming, StoreWriter
+
+
+def incoming(ctr: int, **over) -> Incoming:
+    b = body(ctr=ctr, id=f"{DEV}-{ctr:08d}", **over)
+    frame = split_frame(f"baochay/v1/{DEV}/event", signed(b))
+    return Incoming(frame, parse_event(frame.body), 1000.0 + ctr)
+
+
+@pytest.fixture
+def dbp(tmp_path):
+    p = tmp_path / "b.db"
+    Registry(p).upsert({"id": DEV, "key": KEY.hex(), "building": "Toa nha A", "lat": 21.0, "lon": 105.8})
+    return p
+
+
+class Results:
+    def __init__(self):
+        self.items = []
+        self.done = threading.Event()
+
+    def __call__(self, r):
+        self.items.append(r)
+        self.done.set()
+
+
+def store_all(dbp, items, sinks=("s",)):
+    res = Results()
+    settled = []
+    w = StoreWriter(dbp, list(sinks), res, building_of=lambda dev: "Toa nha A")
+    for it in items:
+        it.settle = lambda it=it: settled.append(it.event["id"])
+        w.submit_event(it)
+    w.start()
+    w.stop()
+    w.join(10)
+    return res.items, settled
+
+
+def test_new_duplicate_and_replay_in_one_batch(dbp):
+    items = [incoming(5), incoming(5), incoming(3), incoming(6)]
+    results, settled = store_all(dbp, items)
+    assert [r.verdict for r in results] == ["new", "duplicate", "replay", "new"]
+    assert settled == [f"{DEV}-00000005", f"{DEV}-00000005", f"{DEV}-00000003", f"{DEV}-00000006"]
+    conn = db.connect(dbp)
+    assert [r["id"] for r in conn.execute("SELECT id FROM events ORDER BY seq")] == [f"{DEV}-00000005",
+                                                                                  f"{DEV}-00000006"]
+    assert conn.execute("SELECT COUNT(*) FROM deliveries WHERE sink='s'").fetchone()[0] == 2
+    assert conn.execute("SELECT n FROM rejects WHERE reason='replay'").fetchone()[0] == 1
+    # after a restart the writer still knows the highest counter from the database
+    results, _ = store_all(dbp, [incoming(4), incoming(6), incoming(7)])
+    assert [r.verdict for r in results] == ["replay", "duplicate", "new"]
+
+
+def test_fault_event_opens_an_operator_fault_and_restore_clears_it(dbp):
+    store_all(dbp, [incoming(1, type="fault", cause="sensor", data={"detail": "BME680 missing"})])
+    conn = db.connect(dbp)
+    f = conn.execute("SELECT * FROM faults WHERE open=1").fetchone()
+    assert f["kind"] == "device:sensor" and "BME680 missing" in f["reason"]
+    store_all(dbp, [incoming(2, type="restore", cause="sensor", ref=f"{DEV}-00000001")])
+    assert conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0] == 0
+
+
+class ScriptedSink:
+    def __init__(self, outcomes):
+        self.name = "s"
+        self.outcomes = list(outcomes)
+        self.reports = []
+
+    def send(self, report):
+        self.reports.append(report)
+        out = self.outcomes.pop(0) if self.outcomes else Outcome.accepted("INC-1")
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def close(self):
+        pass
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def worker(dbp, sink, clock, **policy):
+    stages = []
+    w = DeliveryWorker(sink, dbp, Registry(dbp), acked=True,
+                       on_stage=lambda dev, eid, st, inc, why: stages.append((eid, st, inc, why)),
+                       policy=DeliveryPolicy(**{"jitter": 0.0, **policy}), clock=clock)
+    w.conn = db.connect(dbp, durable=False)
+    return w, stages
+
+
+def test_retry_with_backoff_then_accept(dbp):
+    store_all(dbp, [incoming(1)])
+    sink = ScriptedSink([Outcome.retry("HTTP 503"), ConnectionError("reset"), Outcome.accepted("INC-9")])
+    clock = Clock(1001.0)
+    w, stages = worker(dbp, sink, clock, backoff_initial_s=1.0)
+    assert w.pump() == 1
+    assert stages == [(f"{DEV}-00000001", "forwarded", None, None)]
+    assert w.pump() == 0  # not due before its backoff
+    clock.t += 1.0
+    assert w.pump() == 1  # second attempt raises: still a retry, with a doubled backoff
+    clock.t += 1.5
+    assert w.pump() == 0
+    clock.t += 0.6
+    assert w.pump() == 1
+    assert stages[-1] == (f"{DEV}-00000001", "accepted", "INC-9", None)
+    assert len(sink.reports) == 3 and w.backlog() == 0
+
+
+def test_refused_fails_at_once_with_a_fault(dbp):
+    store_all(dbp, [incoming(1)])
+    sink = ScriptedSink([Outcome.refused("schema error")])
+    w, stages = worker(dbp, sink, Clock(1001.0))
+    w.pump()
+    assert stages[-1][1] == "failed" and "schema error" in stages[-1][3]
+    f = w.conn.execute("SELECT * FROM faults WHERE kind='delivery'").fetchone()
+    assert f["sink"] == "s" and "schema error" in f["reason"]
+
+
+def test_no_acceptance_within_max_age_is_a_failure(dbp):
+    store_all(dbp, [incoming(1)])  # received at 1001
+    sink = ScriptedSink([Outcome.retry("timeout")] * 100)
+    clock = Clock(1001.0)
+    w, stages = worker(dbp, sink, clock, max_age_s=100, backoff_initial_s=30, backoff_max_s=60)
+    for _ in range(10):
+        w.pump()
+        clock.t += 30
+    assert stages[-1][1] == "failed" and "within 100 s" in stages[-1][3] and "timeout" in stages[-1][3]
+    assert len(sink.reports) == 3  # at 1001, 1031 (+30), 1091 (+60); the next is capped at 1101: failed
+
+
+def test_update_waits_for_its_incident_and_carries_the_incident_id(dbp):
+    store_all(dbp, [incoming(1)])
+    sink = ScriptedSink([Outcome.retry("busy"), Outcome.accepted("INC-42"), Outcome.accepted("INC-42")])
+    clock = Clock(1003.0)
+    w, stages = worker(dbp, sink, clock, backoff_initial_s=1.0)
+    w.pump()
+    store_all(dbp, [incoming(2, type="cancel", ref=f"{DEV}-00000001")])
+    w.pump()
+    assert [r.event_id for r in sink.reports] == [f"{DEV}-00000001"]  # the cancel waited
+    clock.t += 2
+    w.pump()
+    alarm, cancel = sink.reports[1], sink.reports[2]
+    assert cancel.references == alarm.event_id and cancel.incident_id == "INC-42"
+    assert cancel.incident_key == alarm.event_id
+    # the retried alarm was rebuilt after the cancel arrived: lower confidence, and says why
+    assert alarm.confidence < sink.reports[0].confidence and any("cancelled" in r for r in alarm.reasons)
+
+
+def test_fan_out_only_the_chosen_sink_drives_device_acks(dbp):
+    store_all(dbp, [incoming(1)], sinks=("s", "t"))
+    conn = db.connect(dbp)
+    assert {r["sink"] for r in conn.execute("SELECT sink FROM deliveries")} == {"s", "t"}
+    other = ScriptedSink([Outcome.accepted("CAP-1")])
+    other.name = "t"
+    stages = []
+    w = DeliveryWorker(other, dbp, Registry(dbp), acked=False, on_stage=lambda *a: stages.append(a),
+                       clock=Clock(1001.0))
+    w.conn = db.connect(dbp, durable=False)
+    w.pump()
+    assert stages == [] and len(other.reports) == 1
+    row = conn.execute("SELECT state, ref FROM deliveries WHERE sink='t'").fetchone()
+    assert (row["state"], row["ref"]) == ("accepted", "CAP-1")
+    assert json.loads(conn.execute("SELECT body FROM events").fetchone()[0])["dev"] == DEV

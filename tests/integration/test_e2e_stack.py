@@ -1,0 +1,50 @@
+"""End to end: broker, bridge and 114 intake as real processes, virtual boards on ptys (issue #3)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from stack.run import SITES, Stack
+
+
+@pytest.fixture
+def stack(tmp_path):
+    s = Stack(tmp_path / "stack", 2, keep_consoles=True)
+    try:
+        s.up()
+        yield s
+    finally:
+        s.down()
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_press_reaches_intake_with_location_and_address(stack):
+    vb = stack.boards[1]  # the Đắk Nông board
+    site = SITES[1]
+    mark = vb.console.mark()
+    vb.request("press", ms=100)
+    ev = vb.console.wait_for(lambda m: m.get("ev") == "event", 10, since=mark)
+    acked = vb.console.wait_for(lambda m: m.get("ev") == "ack" and m.get("stage") == "accepted", 30, since=mark)
+    assert acked["id"] == ev["id"] and acked["incident"]
+    vb.console.wait_for(lambda m: m.get("ev") == "indicator" and m.get("state") == "accepted", 10, since=mark)
+    ind = vb.request("indicator")
+    assert ind["state"] == "accepted" and ind["incident"] == acked["incident"]
+    assert vb.request("outbox")["ids"] == []
+
+    incident = get(f"{stack.intake_url}/v1/incidents/{acked['incident']}")
+    text = json.dumps(incident, ensure_ascii=False)
+    assert site["site"]["address"] in text and site["site"]["building"] in text
+    assert str(site["lat"]) in text and str(site["lon"]) in text
+    assert "dn-market-01" in text
+
+    # the other board's site is not mixed in, and the intake holds exactly one incident
+    listing = get(f"{stack.intake_url}/v1/incidents")
+    items = listing.get("incidents", listing.get("items", listing))
+    assert len(items) == 1
