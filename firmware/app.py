@@ -187,7 +187,7 @@ class App:
                         self._progress(eid, "sent")
 
     def _progress(self, eid, stage, incident=None):
-        if STAGE_RANK.get(stage, 0) > STAGE_RANK.get(self._stage.get(eid), 0):
+        if STAGE_RANK.get(stage, 0) > STAGE_RANK.get(self._stage.get(eid, ""), 0):
             self._stage[eid] = stage
         if self.cp.progress(eid, stage, incident):
             self._show()

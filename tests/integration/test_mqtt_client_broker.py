@@ -134,11 +134,11 @@ def mosq(tmp_path):
 class Bridge:
     """paho-mqtt on the bridge's side of the broker: records what arrives."""
 
-    def __init__(self, broker: Mosquitto, topics, client_id="mqtt-test-bridge", clean=True):
+    def __init__(self, broker: Mosquitto, topics, client_id="mqtt-test-bridge", clean=True, login=BRIDGE):
         self.msgs: list[mqtt.MQTTMessage] = []
         self.cond = threading.Condition()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
-        self.c.username_pw_set(*BRIDGE)
+        self.c.username_pw_set(*login)
         self.c.reconnect_delay_set(0.1, 0.5)
         subscribed = threading.Event()
         self.c.on_subscribe = lambda *a: subscribed.set()
@@ -217,7 +217,7 @@ def test_clean_disconnect_does_not_fire_the_will(mosq, drivers, bridges):
     bridge = bridges(mosq, [STATUS])
     d.disconnect()
     # A marker published after the disconnect arrives after any will would have.
-    marker = bridges(mosq, [], client_id="mqtt-test-marker")
+    marker = bridges(mosq, [], client_id="mqtt-test-marker", login=(DEV, DEV_PW))
     marker.c.publish(STATUS, b"marker", qos=1).wait_for_publish(5)
     bridge.wait(lambda m: m.payload == b"marker")
     assert [m.payload for m in bridge.msgs] == [b"marker"]

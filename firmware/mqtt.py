@@ -1,0 +1,445 @@
+# MQTT 3.1.1 client for asyncio, the same code on MicroPython (ESP32, unix port) and CPython.
+# Design notes, limits and the reconnection/keepalive rules: docs/mqtt-client.md.
+import asyncio
+from random import getrandbits
+
+import mqtt_codec as mc
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython: the same millisecond clock, never wrapping
+    import time as _time
+
+    def ticks_ms():
+        return _time.monotonic_ns() // 1000000
+
+    def ticks_diff(a, b):
+        return a - b
+
+
+_CHUNK = 512  # bytes per socket read; bounds what is buffered beyond max_packet
+_TICK_MS = 100  # supervision period: keepalive, dead connection, link loss, disconnect request
+_STABLE_MS = 10000  # a session that lasted this long resets the reconnect backoff
+
+
+class _Conn:
+    """One TCP (or TLS) connection and what is known about it."""
+
+    def __init__(self, reader, writer, max_packet):
+        self.reader = reader
+        self.writer = writer
+        self.dec = mc.Decoder(max_packet)
+        now = ticks_ms()
+        self.last_rx = self.last_tx = self.last_ping = now
+        self.dead = None  # reason, once the connection is known to be unusable
+        self.acked = False  # CONNACK accepted: subscriptions made from now on are sent at once
+        self.task = None
+
+    def kill(self, reason):
+        if self.dead is None:
+            self.dead = reason
+
+
+class _Out:
+    """A QoS 1 PUBLISH waiting for its PUBACK, kept across reconnects."""
+
+    def __init__(self, pid, pkt):
+        self.pid = pid
+        self.pkt = pkt  # bytearray: the DUP bit is set in place before a retransmission
+        self.conn = None  # the connection it was last written to
+        self.sent = False
+        self.ok = None
+        self.ev = asyncio.Event()
+
+
+class MQTTClient:
+    def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30, clean=False,
+                 will=None, ssl=False, on_message=None, on_state=None, on_connect=None, link=None,
+                 max_packet=8192, max_inflight=8, backoff_min_ms=500, backoff_max_ms=30000,
+                 timeout_ms=10000):
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.keepalive = keepalive
+        self.ssl = ssl
+        self.on_message = on_message
+        self.on_state = on_state
+        self.on_connect = on_connect
+        self.link = link
+        self.max_packet = max_packet
+        self.max_inflight = max(1, max_inflight)
+        self.backoff_min_ms = max(1, backoff_min_ms)
+        self.backoff_max_ms = max(self.backoff_min_ms, backoff_max_ms)
+        self.timeout_ms = timeout_ms  # TCP connect, CONNACK wait, and each socket write
+        # Encoded once: it does not change between connects.
+        self._connect_pkt = mc.connect(client_id, user, password, keepalive, clean, will)
+        self._subs = []  # [filter, qos], in subscription order
+        self._pending = []  # _Out, oldest first
+        self._pid = 0
+        self._conn = None
+        self._up = False
+        self._stop = False
+        self._running = False
+        self._slot = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._wlock = asyncio.Lock()
+        self._stats = {
+            "attempts": 0, "connects": 0, "reconnects": 0, "refused": 0, "pings": 0, "pongs": 0,
+            "keepalive_timeouts": 0, "dropped_malformed": 0, "dropped_oversize": 0, "dropped_qos0": 0,
+            "published": 0, "acked": 0, "retransmits": 0, "received": 0, "callback_errors": 0,
+            "sub_refused": 0,
+        }
+        self.detail = "not started"
+
+    # ------------------------------------------------------------ public interface
+
+    @property
+    def connected(self):
+        return self._up
+
+    @property
+    def stats(self):
+        s = dict(self._stats)
+        s["inflight"] = len(self._pending)
+        return s
+
+    def subscribe(self, topic, qos=1):
+        """Remembered and sent after every connect; sent now too when connected."""
+        if qos not in (0, 1):
+            raise ValueError("subscribe with qos 0 or 1")
+        for s in self._subs:
+            if s[0] == topic:
+                s[1] = qos
+                break
+        else:
+            self._subs.append([topic, qos])
+        conn = self._conn
+        if conn is not None and conn.acked:
+            asyncio.create_task(self._write(conn, mc.subscribe(self._next_pid(), [(topic, qos)])))
+
+    async def publish(self, topic, payload, qos=0, retain=False):
+        if qos == 0:
+            conn = self._conn
+            if not self._up or conn is None:
+                self._stats["dropped_qos0"] += 1
+                return False
+            ok = await self._write(conn, mc.publish(topic, payload, 0, retain))
+            if ok:
+                self._stats["published"] += 1
+            return ok
+        if qos != 1:
+            raise ValueError("publish with qos 0 or 1")
+        while len(self._pending) >= self.max_inflight and not self._stop:
+            self._slot.clear()
+            await self._slot.wait()
+        if self._stop:
+            return False
+        pid = self._next_pid()
+        out = _Out(pid, bytearray(mc.publish(topic, payload, 1, retain, pid)))
+        self._pending.append(out)
+        conn = self._conn
+        if self._up and conn is not None:
+            await self._send_out(conn, out)
+        # Otherwise the next connect sends it, in order with the others still pending.
+        await out.ev.wait()
+        return out.ok
+
+    async def disconnect(self):
+        """Clean DISCONNECT (the broker discards the will); run() returns. Pending QoS 1 publishes get False."""
+        self._stop = True
+        self._slot.set()
+        if self._running:
+            await self._finished.wait()
+        self._release_pending()
+
+    async def run(self):
+        """Connect, serve, reconnect, until disconnect(). Never raises on broker or network trouble."""
+        self._running = True
+        self._stop = False
+        self._finished.clear()
+        attempt = 0
+        link_down_told = False
+        try:
+            while not self._stop:
+                if not self._link_up():
+                    if not link_down_told:
+                        self._state(False, "network down")
+                        link_down_told = True
+                    await self._nap(200)
+                    continue
+                link_down_told = False
+                self._stats["attempts"] += 1
+                up_ms = await self._session()
+                if self._stop:
+                    break
+                if up_ms >= _STABLE_MS:
+                    attempt = 0
+                await self._nap(self._backoff_ms(attempt))
+                attempt += 1
+        finally:
+            self._running = False
+            self._up = False
+            self._release_pending()
+            self._finished.set()
+
+    # ------------------------------------------------------------ one connection
+
+    async def _session(self):
+        """One connection from TCP connect to close; returns how long it was up (ms, 0 if never)."""
+        conn = None
+        up_since = None
+        reason = "closed"
+        try:
+            kw = {"ssl": self.ssl} if self.ssl else {}
+            t = self.timeout_ms / 1000
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port, **kw), t)
+            conn = _Conn(reader, writer, self.max_packet)
+            self._conn = conn
+            if not await self._write(conn, self._connect_pkt):
+                reason = conn.dead
+                return 0
+            ptype, _, body = await asyncio.wait_for(self._read_packet(conn), t)
+            if ptype != mc.CONNACK:
+                raise mc.MalformedPacket("expected CONNACK, got type %d" % ptype)
+            _, rc = mc.parse_connack(body)
+            if rc:
+                self._stats["refused"] += 1
+                reason = "refused: %s" % mc.REFUSALS.get(rc, "code %d" % rc)
+                return 0
+            up_since = ticks_ms()
+            self._stats["connects"] += 1
+            if self._stats["connects"] > 1:
+                self._stats["reconnects"] += 1
+            conn.task = asyncio.create_task(self._reader(conn))
+            conn.acked = True  # from here on subscribe() sends by itself; no await before the snapshot
+            if self._subs:
+                await self._write(conn, mc.subscribe(self._next_pid(), [(s[0], s[1]) for s in self._subs]))
+            await self._resend(conn)
+            if conn.dead:
+                reason = conn.dead
+                return 0
+            self._up = True
+            self._state(True, "connected")
+            if self.on_connect:
+                asyncio.create_task(self._call_on_connect())
+            reason = await self._supervise(conn)
+        except asyncio.TimeoutError:
+            reason = "timeout"
+        except mc.MalformedPacket as e:
+            self._count_malformed(e)
+            reason = "malformed: %s" % e
+        except Exception as e:
+            reason = "%s: %s" % (type(e).__name__, e)
+        finally:
+            self._up = False
+            self._conn = None
+            self._state(False, reason)  # before any await, so `connected` and on_state agree
+            if conn is not None:
+                conn.kill(reason)
+                await self._close(conn)
+        return ticks_diff(ticks_ms(), up_since) if up_since is not None else 0
+
+    async def _resend(self, conn):
+        """Write, oldest first, every pending QoS 1 publish not yet written on this connection."""
+        while not conn.dead:
+            out = None
+            for o in self._pending:
+                if o.conn is not conn:
+                    out = o
+                    break
+            if out is None:
+                return
+            await self._send_out(conn, out)
+
+    async def _supervise(self, conn):
+        ka = self.keepalive * 1000
+        while True:
+            if self._stop:
+                await self._write(conn, mc.disconnect())
+                return "disconnected"
+            if conn.dead:
+                return conn.dead
+            if not self._link_up():
+                return "network down"
+            if ka:
+                now = ticks_ms()
+                quiet = ticks_diff(now, conn.last_rx)
+                if quiet > ka * 3 // 2:
+                    self._stats["keepalive_timeouts"] += 1
+                    return "nothing from the broker for %d ms" % quiet
+                half = ka // 2
+                if ((ticks_diff(now, conn.last_tx) >= half or quiet >= half)
+                        and ticks_diff(now, conn.last_ping) >= half):
+                    conn.last_ping = now
+                    self._stats["pings"] += 1
+                    await self._write(conn, mc.pingreq())
+            await asyncio.sleep(_TICK_MS / 1000)
+
+    async def _reader(self, conn):
+        try:
+            while not conn.dead:
+                p = conn.dec.next()
+                if p is None:
+                    data = await conn.reader.read(_CHUNK)
+                    if not data:
+                        conn.kill("closed by the broker")
+                        return
+                    conn.last_rx = ticks_ms()
+                    conn.dec.feed(data)
+                    continue
+                await self._dispatch(conn, p[0], p[1], p[2])
+        except mc.MalformedPacket as e:
+            self._count_malformed(e)
+            conn.kill("malformed: %s" % e)
+        except Exception as e:
+            conn.kill("%s: %s" % (type(e).__name__, e))
+
+    async def _read_packet(self, conn):
+        while True:
+            p = conn.dec.next()
+            if p is not None:
+                return p
+            data = await conn.reader.read(_CHUNK)
+            if not data:
+                raise OSError("closed by the broker")
+            conn.last_rx = ticks_ms()
+            conn.dec.feed(data)
+
+    async def _dispatch(self, conn, ptype, flags, body):
+        if ptype == mc.PUBLISH:
+            topic, payload, qos, retain, _dup, pid = mc.parse_publish(flags, body)
+            self._stats["received"] += 1
+            # At least once: a redelivery (DUP) reaches on_message again; the application is idempotent.
+            if self.on_message:
+                try:
+                    self.on_message(topic, payload, retain)
+                except Exception:
+                    self._stats["callback_errors"] += 1
+            if qos == 1:
+                await self._write(conn, mc.puback(pid))
+            elif qos == 2:
+                # Never subscribed for, but answered minimally so the broker's flow completes.
+                await self._write(conn, mc.pubrec(pid))
+        elif ptype == mc.PUBACK:
+            pid = mc.parse_pid(body)
+            for i in range(len(self._pending)):
+                out = self._pending[i]
+                if out.pid == pid:
+                    self._pending.pop(i)
+                    self._stats["acked"] += 1
+                    out.ok = True
+                    out.ev.set()
+                    self._slot.set()
+                    break
+        elif ptype == mc.PUBREL:
+            await self._write(conn, mc.pubcomp(mc.parse_pid(body)))
+        elif ptype == mc.SUBACK:
+            _, codes = mc.parse_suback(body)
+            for c in codes:
+                if c == 0x80:
+                    self._stats["sub_refused"] += 1
+        elif ptype == mc.PINGRESP:
+            self._stats["pongs"] += 1
+        elif ptype in (mc.PUBREC, mc.PUBCOMP, mc.UNSUBACK):
+            pass  # we never publish QoS 2 nor unsubscribe: a stray answer is harmless
+        else:
+            raise mc.MalformedPacket("a broker does not send type %d" % ptype)
+
+    # ------------------------------------------------------------ helpers
+
+    async def _send_out(self, conn, out):
+        if out.sent:
+            out.pkt[0] |= 0x08  # DUP: same packet id, same bytes otherwise
+            self._stats["retransmits"] += 1
+        else:
+            self._stats["published"] += 1
+        out.sent = True
+        out.conn = conn
+        await self._write(conn, out.pkt)
+
+    async def _write(self, conn, data):
+        """Write one whole packet; False (and the connection marked dead) when that fails."""
+        await self._wlock.acquire()
+        try:
+            if conn.dead:
+                return False
+            conn.writer.write(data)
+            await asyncio.wait_for(conn.writer.drain(), self.timeout_ms / 1000)
+            conn.last_tx = ticks_ms()
+            return True
+        except asyncio.TimeoutError:
+            conn.kill("write timed out")
+            return False
+        except Exception as e:
+            conn.kill("write failed: %s" % e)
+            return False
+        finally:
+            self._wlock.release()
+
+    async def _close(self, conn):
+        if conn.task is not None:
+            conn.task.cancel()
+        try:
+            conn.writer.close()
+            await asyncio.wait_for(conn.writer.wait_closed(), 1)
+        except Exception:
+            pass  # already reset by the peer, or timed out: the socket is gone either way
+
+    async def _call_on_connect(self):
+        try:
+            await self.on_connect()
+        except Exception:
+            self._stats["callback_errors"] += 1
+
+    def _next_pid(self):
+        while True:
+            self._pid = self._pid % 65535 + 1
+            for o in self._pending:
+                if o.pid == self._pid:
+                    break
+            else:
+                return self._pid
+
+    def _release_pending(self):
+        pending, self._pending = self._pending, []
+        for out in pending:
+            out.ok = False
+            out.ev.set()
+        self._slot.set()
+
+    def _count_malformed(self, e):
+        self._stats["dropped_malformed"] += 1
+        if isinstance(e, mc.PacketTooLarge):
+            self._stats["dropped_oversize"] += 1
+
+    def _link_up(self):
+        if self.link is None:
+            return True
+        try:
+            return bool(self.link.isconnected())
+        except Exception:
+            return False
+
+    def _state(self, connected, detail):
+        self.detail = detail
+        if self.on_state:
+            try:
+                self.on_state(connected, detail)
+            except Exception:
+                self._stats["callback_errors"] += 1
+
+    def _backoff_ms(self, attempt):
+        d = self.backoff_min_ms << min(attempt, 16)
+        if d > self.backoff_max_ms:
+            d = self.backoff_max_ms
+        half = d // 2
+        return half + (getrandbits(16) * (d - half) >> 16)  # jitter: uniform in [d/2, d)
+
+    async def _nap(self, ms):
+        """Sleep, but wake within one tick when disconnect() is asked for."""
+        end = ticks_ms()
+        while not self._stop:
+            left = ms - ticks_diff(ticks_ms(), end)
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, _TICK_MS) / 1000)

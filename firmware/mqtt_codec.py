@@ -1,0 +1,349 @@
+# MQTT 3.1.1 packets (OASIS standard, 29 Oct 2014): pure encode/decode, no I/O.
+# Runs on MicroPython and CPython alike; the client in mqtt.py and the test brokers build on it.
+
+CONNECT = 1
+CONNACK = 2
+PUBLISH = 3
+PUBACK = 4
+PUBREC = 5
+PUBREL = 6
+PUBCOMP = 7
+SUBSCRIBE = 8
+SUBACK = 9
+UNSUBSCRIBE = 10
+UNSUBACK = 11
+PINGREQ = 12
+PINGRESP = 13
+DISCONNECT = 14
+
+MAX_REMAINING = 268435455  # four length bytes of 7 bits each (spec 2.2.3)
+
+# CONNACK return codes (spec 3.2.2.3).
+REFUSALS = {
+    1: "unacceptable protocol version",
+    2: "identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+
+# Body sizes fixed by the spec; packets of these types with any other size are malformed.
+_FIXED_BODY = {CONNACK: 2, PUBACK: 2, PUBREC: 2, PUBREL: 2, PUBCOMP: 2, UNSUBACK: 2,
+               PINGREQ: 0, PINGRESP: 0, DISCONNECT: 0}
+
+
+class MalformedPacket(ValueError):
+    pass
+
+
+class PacketTooLarge(MalformedPacket):
+    pass
+
+
+# ---------------------------------------------------------------- encoding
+
+def encode_length(n):
+    """Remaining length as the spec's variable-length integer (1 to 4 bytes)."""
+    if n < 0 or n > MAX_REMAINING:
+        raise ValueError("remaining length out of range")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _u16(n):
+    return bytes(((n >> 8) & 0xFF, n & 0xFF))
+
+
+def _str(s):
+    if isinstance(s, str):
+        s = s.encode()
+    if len(s) > 0xFFFF:
+        raise ValueError("string longer than 65535 bytes")
+    return _u16(len(s)) + s
+
+
+def _packet(first, body):
+    return bytes((first,)) + encode_length(len(body)) + body
+
+
+def _check_pid(pid):
+    if not 0 < pid <= 0xFFFF:
+        raise ValueError("packet id must be 1..65535")
+
+
+def connect(client_id, user=None, password=None, keepalive=30, clean=True, will=None):
+    """CONNECT. will = (topic, payload bytes, qos, retain) or None."""
+    flags = 0x02 if clean else 0
+    tail = _str(client_id)
+    if will:
+        wtopic, wpayload, wqos, wretain = will
+        if wqos not in (0, 1, 2):
+            raise ValueError("will qos must be 0, 1 or 2")
+        flags |= 0x04 | (wqos << 3) | (0x20 if wretain else 0)
+        tail += _str(wtopic) + _str(wpayload)
+    if user is not None:
+        flags |= 0x80
+        tail += _str(user)
+    if password is not None:
+        if user is None:
+            raise ValueError("a password needs a user name in MQTT 3.1.1")
+        flags |= 0x40
+        tail += _str(password)
+    if not 0 <= keepalive <= 0xFFFF:
+        raise ValueError("keepalive must be 0..65535 s")
+    return _packet(0x10, b"\x00\x04MQTT\x04" + bytes((flags,)) + _u16(keepalive) + tail)
+
+
+def connack(session_present, code):
+    return bytes((0x20, 2, 1 if session_present else 0, code))
+
+
+def publish(topic, payload, qos=0, retain=False, pid=0, dup=False):
+    if qos not in (0, 1, 2):
+        raise ValueError("qos must be 0, 1 or 2")
+    first = 0x30 | (qos << 1) | (0x01 if retain else 0) | (0x08 if dup and qos else 0)
+    var = _str(topic)
+    if qos:
+        _check_pid(pid)
+        var += _u16(pid)
+    return _packet(first, var + bytes(payload))
+
+
+def _pid_packet(first, pid):
+    _check_pid(pid)
+    return bytes((first, 2)) + _u16(pid)
+
+
+def puback(pid):
+    return _pid_packet(0x40, pid)
+
+
+def pubrec(pid):
+    return _pid_packet(0x50, pid)
+
+
+def pubrel(pid):
+    return _pid_packet(0x62, pid)
+
+
+def pubcomp(pid):
+    return _pid_packet(0x70, pid)
+
+
+def subscribe(pid, topics):
+    """topics: list of (filter, qos)."""
+    _check_pid(pid)
+    if not topics:
+        raise ValueError("SUBSCRIBE needs at least one topic")
+    body = _u16(pid)
+    for t, q in topics:
+        if q not in (0, 1, 2):
+            raise ValueError("qos must be 0, 1 or 2")
+        body += _str(t) + bytes((q,))
+    return _packet(0x82, body)
+
+
+def suback(pid, codes):
+    _check_pid(pid)
+    return _packet(0x90, _u16(pid) + bytes(codes))
+
+
+def pingreq():
+    return b"\xc0\x00"
+
+
+def pingresp():
+    return b"\xd0\x00"
+
+
+def disconnect():
+    return b"\xe0\x00"
+
+
+# ---------------------------------------------------------------- decoding
+
+class Decoder:
+    """Cuts a byte stream into packets, whatever the chunking: feed() bytes, then call next() until None.
+
+    next() returns (type, flags, body) and raises MalformedPacket for a bad fixed header, and
+    PacketTooLarge as soon as a length header announces more than max_packet bytes in all (header
+    included), before any of that body is buffered. After an error the stream is unusable.
+    """
+
+    def __init__(self, max_packet=8192):
+        self.max_packet = max_packet
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data):
+        if self._pos:
+            # Compact lazily: bytearray slices cannot be deleted in place on MicroPython.
+            self._buf = self._buf[self._pos:]
+            self._pos = 0
+        self._buf.extend(data)
+
+    def buffered(self):
+        return len(self._buf) - self._pos
+
+    def next(self):
+        buf, pos = self._buf, self._pos
+        avail = len(buf) - pos
+        if avail < 2:
+            return None
+        first = buf[pos]
+        ptype, flags = first >> 4, first & 0x0F
+        _check_fixed_flags(ptype, flags)
+        n = mult = 0
+        i = pos + 1
+        while True:
+            if i - pos > 4:
+                raise MalformedPacket("remaining length longer than 4 bytes")
+            if i >= len(buf):
+                return None
+            b = buf[i]
+            n += (b & 0x7F) << mult
+            i += 1
+            if not b & 0x80:
+                break
+            mult += 7
+        if i - pos > 2 and buf[i - 1] == 0:
+            raise MalformedPacket("remaining length not in its shortest form")
+        if i - pos + n > self.max_packet:
+            raise PacketTooLarge("packet of %d bytes over the %d limit" % (i - pos + n, self.max_packet))
+        want = _FIXED_BODY.get(ptype)
+        if want is not None and n != want:
+            raise MalformedPacket("type %d with a %d-byte body" % (ptype, n))
+        if len(buf) - i < n:
+            return None
+        body = bytes(buf[i:i + n])
+        self._pos = i + n
+        if self._pos == len(buf):
+            self._buf = bytearray()
+            self._pos = 0
+        return ptype, flags, body
+
+
+def _check_fixed_flags(ptype, flags):
+    if ptype == PUBLISH:
+        if flags & 0x06 == 0x06:
+            raise MalformedPacket("PUBLISH with qos 3")
+        if flags & 0x08 and not flags & 0x06:
+            raise MalformedPacket("PUBLISH qos 0 with DUP set")
+    elif ptype in (PUBREL, SUBSCRIBE, UNSUBSCRIBE):
+        if flags != 0x02:
+            raise MalformedPacket("type %d with reserved flags %d" % (ptype, flags))
+    elif 1 <= ptype <= 14:
+        if flags:
+            raise MalformedPacket("type %d with reserved flags %d" % (ptype, flags))
+    else:
+        raise MalformedPacket("reserved packet type %d" % ptype)
+
+
+def _take_u16(body, i):
+    if i + 2 > len(body):
+        raise MalformedPacket("truncated")
+    return (body[i] << 8) | body[i + 1], i + 2
+
+
+def _take_bytes(body, i):
+    n, i = _take_u16(body, i)
+    if i + n > len(body):
+        raise MalformedPacket("truncated string")
+    return bytes(body[i:i + n]), i + n
+
+
+def _take_str(body, i):
+    raw, i = _take_bytes(body, i)
+    try:
+        return raw.decode(), i
+    except UnicodeError:
+        raise MalformedPacket("string is not UTF-8")
+
+
+def parse_pid(body):
+    pid, _ = _take_u16(body, 0)
+    if pid == 0:
+        raise MalformedPacket("packet id 0")
+    return pid
+
+
+def parse_connack(body):
+    """-> (session_present, return_code)."""
+    if len(body) != 2 or body[0] & 0xFE:
+        raise MalformedPacket("bad CONNACK")
+    if body[1] and body[0]:
+        raise MalformedPacket("CONNACK refusal with session present")
+    return bool(body[0]), body[1]
+
+
+def parse_publish(flags, body):
+    """-> (topic str, payload bytes, qos, retain, dup, pid or 0)."""
+    qos = (flags >> 1) & 3
+    topic, i = _take_str(body, 0)
+    if not topic or "+" in topic or "#" in topic:
+        raise MalformedPacket("bad PUBLISH topic")
+    pid = 0
+    if qos:
+        pid, i = _take_u16(body, i)
+        if pid == 0:
+            raise MalformedPacket("packet id 0")
+    return topic, body[i:], qos, bool(flags & 1), bool(flags & 8), pid
+
+
+def parse_suback(body):
+    """-> (pid, [return codes])."""
+    pid, i = _take_u16(body, 0)
+    codes = list(body[i:])
+    if pid == 0 or not codes:
+        raise MalformedPacket("bad SUBACK")
+    for c in codes:
+        if c not in (0, 1, 2, 0x80):
+            raise MalformedPacket("bad SUBACK code %d" % c)
+    return pid, codes
+
+
+def parse_connect(body):
+    """The broker side (test brokers): -> dict of the CONNECT fields."""
+    proto, i = _take_bytes(body, 0)
+    if proto != b"MQTT" or i + 4 > len(body) or body[i] != 4:
+        raise MalformedPacket("not MQTT 3.1.1")
+    flags = body[i + 1]
+    if flags & 1:
+        raise MalformedPacket("reserved CONNECT flag")
+    keepalive, i = _take_u16(body, i + 2)
+    cid, i = _take_str(body, i)
+    out = {"client_id": cid, "clean": bool(flags & 2), "keepalive": keepalive,
+           "will": None, "user": None, "password": None}
+    if flags & 4:
+        wtopic, i = _take_str(body, i)
+        wpayload, i = _take_bytes(body, i)
+        out["will"] = (wtopic, wpayload, (flags >> 3) & 3, bool(flags & 0x20))
+    if flags & 0x80:
+        out["user"], i = _take_str(body, i)
+    if flags & 0x40:
+        out["password"], i = _take_bytes(body, i)
+    if i != len(body):
+        raise MalformedPacket("trailing bytes in CONNECT")
+    return out
+
+
+def parse_subscribe(body):
+    """The broker side: -> (pid, [(filter, qos)])."""
+    pid, i = _take_u16(body, 0)
+    topics = []
+    while i < len(body):
+        t, i = _take_str(body, i)
+        if i >= len(body):
+            raise MalformedPacket("truncated SUBSCRIBE")
+        topics.append((t, body[i]))
+        i += 1
+    if pid == 0 or not topics:
+        raise MalformedPacket("bad SUBSCRIBE")
+    return pid, topics
