@@ -6,7 +6,7 @@ import json
 from sign import parse_key
 
 DEFAULTS = {
-    "telemetry_s": 60,
+    "telemetry_s": 15,  # also the supervision heartbeat: the bridge marks a mains device offline after 20 s
     "cancel_window_s": 30,
     "hold_cancel_ms": 3000,
     "debounce_ms": 30,
