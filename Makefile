@@ -29,9 +29,10 @@ $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "error: Python 3.10+ is needed"; exit 1; }
 	@test -x $(BIN)/python || { echo "== creating $(VENV)"; $(PY) -m venv $(VENV); }
 	@echo "== installing Python packages into $(VENV)"
-	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -e '.[test]'
+	@$(BIN)/python -m pip install -q --upgrade pip >$(VENV)/pip.log 2>&1 || { tail -20 $(VENV)/pip.log; echo "error: could not upgrade pip (log: $(VENV)/pip.log)"; exit 1; }
+	@$(BIN)/python -m pip install -q -e '.[test]' >>$(VENV)/pip.log 2>&1 || { tail -30 $(VENV)/pip.log; echo "error: could not install the Python packages (log: $(VENV)/pip.log)"; exit 1; }
 	@touch $(STAMP)
+	@echo "== Python packages ready"
 
 mosquitto:
 	@bash scripts/ensure-mosquitto.sh

@@ -53,8 +53,9 @@ def bench(name, make, step):
     gc.enable()
     gc.collect()
     held_after = gc.mem_alloc() - before
+    churn_text = f"{churn:5d} B/update" if churn >= 0 else "n/a (heap full with the collector off)"
     print(f"{name:26s} {us:7.1f} us/update  state {held:5d} B (full history {held_after:5d} B)"
-          f"  allocates {churn:5d} B/update")
+          f"  allocates {churn_text}")
 
 
 def main():

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import littlefs
-
 from integration.support import body_of
+
 from stack.vboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parents[2]
