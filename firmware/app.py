@@ -155,6 +155,7 @@ class App:
             self.cp.raised("alarm", eid)
             self.cp.indicator = "alarm"
             self.cp.alarm_at = ticks_ms()
+            self._show()  # the sounder starts before the network is even tried
         self._wake.set()
         return eid
 
@@ -327,7 +328,7 @@ class App:
                 continue
             t = {"v": 1, "dev": self.dev, "up": self.clock.uptime_ms(), "ts": self.clock.unix(),
                  "boot": self.clock.boot, "heap_free": gc.mem_free(), "heap_peak": self.heap_peak,
-                 "rssi": self.board.rssi(), "batt": None, "outbox": len(self.outbox),
+                 "rssi": self.board.rssi(), "batt": self.sensing.battery() if self.sensing else None, "outbox": len(self.outbox),
                  "r": self.sensing.readings() if self.sensing else {}}
             await self.mq.publish(self.topic + "telemetry", json.dumps(t, separators=(",", ":")).encode(), qos=0)
 

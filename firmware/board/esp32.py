@@ -94,7 +94,7 @@ class Board:
         c = self.pins.get("gps_uart")
         if not c:
             return None
-        return machine.UART(c["id"], baudrate=c.get("baud", 9600), tx=c["tx"], rx=c["rx"], timeout=0)
+        return machine.UART(c["id"], baudrate=c.get("baud", 9600), tx=c["tx"], rx=c["rx"], timeout=0, rxbuf=1024)
 
     def _adc(self, key):
         c = self.pins.get(key)
