@@ -333,10 +333,13 @@ class App:
             await self.mq.publish(self.topic + "telemetry", json.dumps(t, separators=(",", ":")).encode(), qos=0)
 
     async def _network(self):
-        """Bring the network up, and set the clock once it is."""
-        ok = await self.board.connect_network(self.cfg.get("wifi"))
-        if ok and not self.clock.synced:
-            self.clock.synced = self.board.wall_clock_synced() or self.board.sync_time(self.cfg.get("ntp"))
+        """Keep the network up (Wi-Fi drops and returns), and set the clock once it is."""
+        while True:
+            if not self.board.isconnected():
+                await self.board.connect_network(self.cfg.get("wifi"))
+            if self.board.isconnected() and not self.clock.synced:
+                self.clock.synced = self.board.wall_clock_synced() or self.board.sync_time(self.cfg.get("ntp"))
+            await asyncio.sleep(10)
 
     async def _console_loop(self):
         reader = self.board.console_reader()
