@@ -242,6 +242,7 @@ class AsyncDevice:
         self.forged_acks = 0
         self.cmds: list[dict] = []
         self.raw: list[tuple[str, bytes, float]] = []
+        self.raw_stored = self.raw_accepted = 0  # raw payloads that look like these acks (progress counts)
         self.sent_at: dict[str, float] = {}
         self.stage_at: dict[tuple[str, str], float] = {}
         self.outbox: dict[str, bytes] = {}  # event id -> frame, until acked `stored`
@@ -304,8 +305,22 @@ class AsyncDevice:
         if self.on_raw is not None:
             self.on_raw(topic, payload)
         if self.raw_acks:
+            # only recorded now (verified later by verify_raw), so the generator's CPU goes to sending
             self.raw.append((topic, payload, now))
+            if b'"stage":"stored"' in payload:
+                self.raw_stored += 1
+            elif b'"stage":"accepted"' in payload:
+                self.raw_accepted += 1
             return
+        self._take(topic, payload, now)
+
+    def verify_raw(self) -> None:
+        """Verify and record the acks kept raw, with the times they arrived."""
+        raw, self.raw = self.raw, []
+        for topic, payload, at in raw:
+            self._take(topic, payload, at)
+
+    def _take(self, topic: str, payload: bytes, now: float) -> None:
         msg = open_frame(self.key, payload)
         if msg is None:
             self.forged_acks += 1

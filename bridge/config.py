@@ -34,7 +34,7 @@ DEFAULTS: dict = {
     "supervision": {"mains_s": 20, "battery_s": 90000, "check_s": 1.0, "low_battery_pct": 20},
     "verify": {"window_s": 120, "offline_window_s": 600},
     "location": {"gps_max_age_s": 60, "gps_max_acc_m": 50},
-    "delivery": {"max_age_s": 100, "backoff_initial_s": 0.5, "backoff_max_s": 15, "jitter": 0.25},
+    "delivery": {"max_age_s": 100, "backoff_initial_s": 0.5, "backoff_max_s": 15, "jitter": 0.25, "workers": 1},
     "metrics": {"host": "127.0.0.1", "port": 0},
     "health_s": 10,
     "sinks": [],
@@ -109,11 +109,17 @@ def check(cfg: dict, base_dir: Path) -> dict:
             raise ConfigError(f"sinks[{i}] needs a name and a type")
         if s["name"] in names:
             raise ConfigError(f"sinks: duplicate name {s['name']!r}")
+        w = s.get("workers", 1)
+        if not isinstance(w, int) or isinstance(w, bool) or not 1 <= w <= 64:
+            raise ConfigError(f"sinks[{i}].workers must be an integer from 1 to 64")
         names.append(s["name"])
     if cfg["accepted_from"] is None and names:
         cfg["accepted_from"] = names[0]
     if cfg["accepted_from"] is not None and cfg["accepted_from"] not in names:
         raise ConfigError(f"accepted_from {cfg['accepted_from']!r} is not one of the sinks ({', '.join(names)})")
+    w = cfg["delivery"]["workers"]
+    if not isinstance(w, int) or isinstance(w, bool) or not 1 <= w <= 64:
+        raise ConfigError("delivery.workers must be an integer from 1 to 64")
     for k, v in cfg["supervision"].items():
         if not isinstance(v, (int, float)) or v <= 0:
             raise ConfigError(f"supervision.{k} must be a positive number")

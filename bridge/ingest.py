@@ -50,7 +50,7 @@ class MqttLink:
         if mcfg.get("tls"):
             c.tls_set(ca_certs=mcfg.get("ca_file") or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.will_set(state_topic(bridge_id), self._state_payload("offline"), qos=1, retain=True)
-        c.max_inflight_messages_set(1000)
+        c.max_inflight_messages_set(0)  # unbounded: paho rescans its whole outbox per PUBACK when capped
         c.reconnect_delay_set(1, 5)
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 
@@ -24,6 +25,11 @@ from .stages.parse import Rejected, loads_object, parse_event, split_frame, spli
 from .stages.store import Incoming, StoredResult, StoreWriter, record_reject
 from .supervision import Presence, apply_birth, apply_telemetry, apply_transitions, flush_last_seen
 
+# The MQTT thread gives up the GIL on every socket call and then waits for a busy thread's time slice
+# to end before it runs again: short slices keep ingest (and so the `stored` ack) moving while delivery
+# works.
+SWITCH_INTERVAL_S = 0.0005
+
 log = logging.getLogger("bridge")
 lifecycle = logging.getLogger("bridge.lifecycle")
 
@@ -37,9 +43,13 @@ class Bridge:
         sinks.SINK_TYPES.update(cfg.get("sink_types") or {})
         self.registry = Registry(cfg["db"])
         self.sinks = []
+        lanes: list[list] = []  # per sink: one sink instance per worker (sinks need not be thread-safe)
         for s in cfg["sinks"]:
-            opts = {k: v for k, v in s.items() if k not in ("name", "type")}
-            self.sinks.append(sinks.build_sink(s["name"], s["type"], **opts))
+            opts = {k: v for k, v in s.items() if k not in ("name", "type", "workers")}
+            n = max(1, int(s.get("workers", cfg["delivery"]["workers"])))
+            lane = [sinks.build_sink(s["name"], s["type"], **opts) for _ in range(n)]
+            self.sinks.append(lane[0])
+            lanes.append(lane)
         sup = cfg["supervision"]
         self.presence = Presence({"mains": sup["mains_s"], "battery": sup["battery_s"]})
         self.conn = db.connect(cfg["db"], durable=False)  # the supervision thread's own connection
@@ -55,9 +65,10 @@ class Bridge:
                            on_stage=self._publish_ack, policy=policy,
                            location=LocationPolicy(float(loc["gps_max_age_s"]), float(loc["gps_max_acc_m"])),
                            verify_policy=VerifyPolicy(float(ver["window_s"]), float(ver["offline_window_s"])),
-                           metrics=self.metrics)
-            for s in self.sinks
+                           metrics=self.metrics, part=(i, len(lane)))
+            for lane in lanes for i, s in enumerate(lane)
         ]
+        self._first_workers = {w.name_: w for w in reversed(self.workers)}  # one per sink, for gauges
         self.link = MqttLink(cfg["mqtt"], self.bridge_id, __version__, self._on_message)
         self._stopping = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="supervision", daemon=True)
@@ -67,10 +78,12 @@ class Bridge:
 
     # --- lifecycle ---
     def start(self) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.writer.start()
         self.writer.started_ok.wait(10)
         for w in self.workers:
             w.start()
+        for w in self._first_workers.values():
             self.metrics.backlog.labels(w.name_).set(w.backlog(self.conn))
         m = self.cfg["metrics"]
         if m.get("port"):
@@ -236,7 +249,7 @@ class Bridge:
         on, off = self.presence.counts(devices)
         self.metrics.devices.labels("online").set(on)
         self.metrics.devices.labels("offline").set(off)
-        for w in self.workers:
+        for w in self._first_workers.values():
             self.metrics.backlog.labels(w.name_).set(w.backlog(self.conn))
         self.metrics.faults_open.set(self.conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0])
         self.metrics.store_queue.set(self.writer.backlog())
@@ -249,7 +262,7 @@ class Bridge:
         body = {
             "v": 1, "bridge": self.bridge_id, "version": __version__, "ts": int(time.time()),
             "devices": {"online": on, "offline": off},
-            "backlog": {w.name_: w.backlog(self.conn) for w in self.workers},
+            "backlog": {name: w.backlog(self.conn) for name, w in self._first_workers.items()},
             "rates": {k + "_per_s": round((c1[k] - c0[k]) / dt, 2) for k in c1},
             "faults_open": self.conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0],
         }

@@ -32,6 +32,8 @@ class App:
         self.heap_peak = 0
         self.heap_base = 0
         self._mq_up = None
+        self._incident = None  # first event of the open sensor incident
+        self._open_faults = {}  # fault cause -> the fault event's id
         self.mq = None
         self.sensing = None
         self.rig = False
@@ -120,7 +122,20 @@ class App:
             self.console.register(name, handler, rig_only=True)
 
     def _sensor_event(self, type, cause, data):
-        self.raise_event(type, cause, data)
+        """Sensor transitions as events of one incident: the alarm that confirms a prealarm and the
+        restore that ends it refer to the incident's first event; a restore of a fault to the fault."""
+        ref = None
+        if type in ("prealarm", "alarm"):
+            ref = self._incident
+        elif type == "restore":
+            ref = self._open_faults.pop(cause, None) if cause in self._open_faults else self._incident
+        eid = self.raise_event(type, cause, data, ref=ref)
+        if type in ("prealarm", "alarm") and self._incident is None:
+            self._incident = eid
+        elif type == "fault":
+            self._open_faults[cause] = eid
+        elif type == "restore" and ref == self._incident:
+            self._incident = None
 
     def _make_client(self):
         from mqtt import MQTTClient

@@ -39,7 +39,7 @@ class Console:
         buf = b""
         while not self._closed:
             try:
-                chunk = self.ser.read(4096)
+                chunk = self.ser.read(max(1, self.ser.in_waiting))  # whatever is there, at once
             except (serial.SerialException, OSError, TypeError):
                 if self._closed:
                     return

@@ -1,4 +1,4 @@
-"""Stage 6, deliver: one durable outbox per sink (rows of `deliveries`), one worker thread per sink.
+"""Stage 6, deliver: one durable outbox per sink (rows of `deliveries`), one or more workers per sink.
 
 A worker takes due rows oldest first, rebuilds the report (verify + enrich, so a cancel that arrived
 meanwhile lowers the confidence of a retried alarm), calls `sink.send`, and records the outcome:
@@ -6,16 +6,24 @@ meanwhile lowers the confidence of a retried alarm), calls `sink.send`, and reco
 with jitter; `refused`, or no acceptance within `max_age_s` of receipt (EN 54-21: 100 s) -> `failed` and
 an operator fault. Updates (cancel, restore) wait until the first event of their incident is settled at
 this sink, so they can carry its incident id. Rows survive a crash; sinks are idempotent by event id.
+
+Outcomes are written in one short transaction per few milliseconds of sending (never held open across
+a send), and the device acks go out after that commit. The `forwarded` ack is only sent when the first
+attempt does not end in acceptance: when the sink accepts at once, `accepted` follows directly.
+With N workers per sink, worker i owns the incidents whose key hashes to i, so every event of one
+incident (an alarm, then its cancel) is still handled by one worker, in order.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import random
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,11 +85,101 @@ def gather_context(conn: sqlite3.Connection, ev_row, building: str, policy: Veri
     return ctx
 
 
+CONTEXT_FRESH_S = 1.0  # a batch's verify context is reused for this long, then gathered again per row
+FLUSH_S = 0.01  # write outcomes and send acks at least this often while a batch is being sent
+
+
+def incident_part(incident_key: str, parts: int) -> int:
+    """Which of a sink's `parts` workers owns an incident (stable across restarts)."""
+    return zlib.crc32(incident_key.encode()) % parts
+
+
+class _Outcomes:
+    """What a batch of sends decided, waiting for one commit: row writes, then device-facing stages."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, tuple]] = []
+        self.stages: list[tuple[str, str, str, str | None, str | None]] = []
+        self.failures: list[tuple[object, str]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.writes or self.stages or self.failures)
+
+
+def _alarming_near(times_by_dev: dict[str, list[float]], me: str, lo: float, hi: float, most: int) -> list[str]:
+    """Up to `most` other devices with an alarm time (sorted lists) within [lo, hi]."""
+    out = []
+    for dev, ts in times_by_dev.items():
+        if dev == me:
+            continue
+        i = bisect.bisect_left(ts, lo)
+        if i < len(ts) and ts[i] <= hi:
+            out.append(dev)
+            if len(out) == most:
+                break
+    return out
+
+
+def gather_contexts(conn: sqlite3.Connection, rows: list, building_of: Callable[[str], str],
+                    policy: VerifyPolicy) -> dict[str, verify.Context]:
+    """gather_context for a whole batch of event rows in four queries (not four per row): each SQLite
+    call gives up the GIL and waits to get it back, which under load costs more than the query."""
+    if not rows:
+        return {}
+    devs = sorted({r["dev"] for r in rows})
+    w = policy.window_s
+    # corroboration: alarms/prealarms per building over the batch's whole window, then per row
+    near: dict[str, dict[str, list[float]]] = {}
+    by_building: dict[str, list] = {}
+    for r in rows:
+        b = building_of(r["dev"])
+        if b:
+            by_building.setdefault(b, []).append(r["received_at"])
+    for b, times in by_building.items():
+        seen = near.setdefault(b, {})
+        for e in conn.execute(
+                "SELECT dev, received_at FROM events WHERE building=? AND received_at BETWEEN ? AND ? "
+                "AND type IN ('alarm','prealarm')", (b, min(times) - w, max(times) + w)):
+            seen.setdefault(e["dev"], []).append(e["received_at"])
+        for ts in seen.values():
+            ts.sort()
+    marks = ",".join("?" for _ in devs)
+    faults: dict[str, list[str]] = {}
+    for f in conn.execute(f"SELECT device, kind FROM faults WHERE open=1 AND device IN ({marks}) "
+                          "AND kind LIKE 'device:%'", devs):
+        faults.setdefault(f["device"], []).append(f["kind"].split(":", 1)[1])
+    oldest = min(r["received_at"] for r in rows) - policy.offline_window_s
+    offline: dict[str, list] = {}
+    for f in conn.execute(f"SELECT device, open, cleared_at FROM faults WHERE kind='offline' "
+                          f"AND device IN ({marks}) AND (open=1 OR cleared_at>?)", (*devs, oldest)):
+        offline.setdefault(f["device"], []).append((f["open"], f["cleared_at"]))
+    ids = [r["id"] for r in rows]
+    cancels: dict[str, str] = {}
+    for c in conn.execute(f"SELECT ref, id FROM events WHERE type='cancel' AND ref IN "
+                          f"({','.join('?' for _ in ids)}) ORDER BY seq", ids):
+        cancels.setdefault(c["ref"], c["id"])
+    out = {}
+    for r in rows:
+        b = building_of(r["dev"])
+        ctx = verify.Context(window_s=w, building=b)
+        t = r["received_at"]
+        if b:
+            ctx.corroborating = _alarming_near(near.get(b, {}), r["dev"], t - w, t + w, 10)
+        ctx.open_faults = [k for k in faults.get(r["dev"], []) if k in verify.SENSOR_FAULTS]
+        ctx.was_offline = any(o == 1 or (c is not None and c > t - policy.offline_window_s)
+                              for o, c in offline.get(r["dev"], []))
+        ctx.cancelled_by = cancels.get(r["id"])
+        out[r["id"]] = ctx
+    return out
+
+
 class DeliveryWorker(threading.Thread):
     def __init__(self, sink, db_path, registry: Registry, *, acked: bool, on_stage: StageFn,
                  policy: DeliveryPolicy | None = None, location: LocationPolicy | None = None,
-                 verify_policy: VerifyPolicy | None = None, metrics=None, clock=time.time):
-        super().__init__(name=f"deliver-{sink.name}", daemon=True)
+                 verify_policy: VerifyPolicy | None = None, metrics=None, clock=time.time,
+                 part: tuple[int, int] = (0, 1)):
+        index, parts = part
+        super().__init__(name=f"deliver-{sink.name}" + (f"-{index}" if parts > 1 else ""), daemon=True)
         self.sink = sink
         self.name_ = sink.name
         self.db_path = db_path
@@ -93,10 +191,24 @@ class DeliveryWorker(threading.Thread):
         self.verify_policy = verify_policy or VerifyPolicy()
         self.metrics = metrics
         self.clock = clock
+        self.part = (index, parts)
         self.wake = threading.Event()
         self._stopping = threading.Event()
-        self.conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._contexts: dict[str, verify.Context] = {}
+        self._contexts_at = 0.0
         self.last_error = ""
+
+    @property
+    def conn(self) -> sqlite3.Connection | None:
+        return self._conn
+
+    @conn.setter
+    def conn(self, c: sqlite3.Connection | None) -> None:
+        self._conn = c
+        if c is not None and self.part[1] > 1:
+            parts = self.part[1]
+            c.create_function("incident_part", 1, lambda k: incident_part(k, parts), deterministic=True)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -119,14 +231,28 @@ class DeliveryWorker(threading.Thread):
             log.exception("closing sink %s", self.name_)
         self.conn.close()
 
+    def _building_of(self, dev: str) -> str:
+        d = self.registry.get(dev)
+        return d.building if d is not None else ""
+
+    def _mine(self) -> tuple[str, tuple]:
+        """SQL condition (on deliveries d joined with events e) selecting this worker's incidents."""
+        index, parts = self.part
+        if parts == 1:
+            return "", ()
+        return " AND incident_part(e.incident_key)=?", (index,)
+
     def _idle_wait(self) -> float:
+        cond, args = self._mine()
         row = self.conn.execute(
-            "SELECT MIN(next_at) FROM deliveries WHERE sink=? AND state='pending'", (self.name_,)).fetchone()
+            "SELECT MIN(d.next_at) FROM deliveries d JOIN events e ON e.id=d.event_id"
+            " WHERE d.sink=? AND d.state='pending'" + cond, (self.name_, *args)).fetchone()
         if row[0] is None:
             return 1.0
         return max(0.005, min(1.0, row[0] - self.clock()))
 
     def backlog(self, conn=None) -> int:
+        """Reports waiting at this sink (all of its workers)."""
         c = conn or self.conn
         return c.execute("SELECT COUNT(*) FROM deliveries WHERE sink=? AND state='pending'",
                          (self.name_,)).fetchone()[0]
@@ -135,21 +261,37 @@ class DeliveryWorker(threading.Thread):
         """Handle the rows due now; returns how many were handled (sent or settled)."""
         conn = self.conn
         now = self.clock()
+        cond, args = self._mine()
         rows = conn.execute(
             "SELECT d.event_id, d.attempts, d.created_at, d.last_error, e.* FROM deliveries d "
-            "JOIN events e ON e.id=d.event_id WHERE d.sink=? AND d.state='pending' AND d.next_at<=? "
-            "ORDER BY d.seq LIMIT ?",
-            (self.name_, now, self.policy.batch),
+            "JOIN events e ON e.id=d.event_id WHERE d.sink=? AND d.state='pending' AND d.next_at<=?" + cond +
+            " ORDER BY d.seq LIMIT ?",
+            (self.name_, now, *args, self.policy.batch),
         ).fetchall()
         handled = 0
-        for row in rows:
-            if self._stopping.is_set():
-                break
-            if self._handle(row):
-                handled += 1
+        out = _Outcomes()
+        self._contexts = gather_contexts(conn, rows, self._building_of, self.verify_policy)
+        self._contexts_at = time.monotonic()
+        flushed_at = time.monotonic()
+        try:
+            for row in rows:
+                if self._stopping.is_set():
+                    break
+                if out and row["incident_key"] != row["event_id"]:
+                    self._flush(out)  # an update looks at its incident's row: let it see this batch's outcome
+                    out = _Outcomes()
+                if self._handle(row, out):
+                    handled += 1
+                if out and time.monotonic() - flushed_at >= FLUSH_S:
+                    self._flush(out)
+                    out = _Outcomes()
+                    flushed_at = time.monotonic()
+        finally:
+            if out:
+                self._flush(out)
         return handled
 
-    def _handle(self, row) -> bool:
+    def _handle(self, row, out: _Outcomes) -> bool:
         conn = self.conn
         eid, dev = row["event_id"], row["dev"]
         deadline = row["created_at"] + self.policy.max_age_s
@@ -157,7 +299,7 @@ class DeliveryWorker(threading.Thread):
             why = f"not accepted by {self.name_} within {self.policy.max_age_s:.0f} s"
             if row["last_error"]:
                 why += f" (last error: {row['last_error']})"
-            self._fail(row, why)
+            out.failures.append((row, why))
             return True
         incident_id = None
         if row["incident_key"] != eid:
@@ -168,13 +310,10 @@ class DeliveryWorker(threading.Thread):
             incident_id = parent["ref"] if parent is not None else None
         report = self._report(row, incident_id)
         if report is None:
-            self._fail(row, "device no longer registered")
+            out.failures.append((row, "device no longer registered"))
             return True
-        if row["attempts"] == 0:
-            conn.execute("UPDATE deliveries SET first_attempt_at=? WHERE sink=? AND event_id=?",
-                         (self.clock(), self.name_, eid))
-            if self.acked:
-                self._stage(dev, eid, "forwarded")
+        first = row["attempts"] == 0
+        started = self.clock()
         try:
             outcome = self.sink.send(report)
             if not isinstance(outcome, Outcome):
@@ -182,26 +321,31 @@ class DeliveryWorker(threading.Thread):
         except Exception as e:  # a sink bug or a network error: retry, keep the worker alive
             outcome = Outcome.retry(f"{type(e).__name__}: {e}")
         now = self.clock()
+        if first:
+            out.writes.append(("UPDATE deliveries SET first_attempt_at=? WHERE sink=? AND event_id=?",
+                               (started, self.name_, eid)))
         if self.metrics:
             self.metrics.deliveries.labels(self.name_, outcome.status).inc()
         if outcome.status == "accepted":
-            conn.execute(
+            out.writes.append((
                 "UPDATE deliveries SET state='accepted', attempts=attempts+1, done_at=?, ref=?, last_error=NULL"
-                " WHERE sink=? AND event_id=?", (now, outcome.ref, self.name_, eid))
+                " WHERE sink=? AND event_id=?", (now, outcome.ref, self.name_, eid)))
             self.last_error = ""
             if self.metrics:
                 self.metrics.delivery_latency.labels(self.name_).observe(max(0.0, now - row["received_at"]))
             if self.acked:
-                self._stage(dev, eid, "accepted", incident=outcome.ref or row["incident"])
+                out.stages.append((dev, eid, "accepted", outcome.ref or row["incident"], None))
         elif outcome.status == "refused":
-            self._fail(row, f"refused by {self.name_}: {outcome.detail}")
+            out.failures.append((row, f"refused by {self.name_}: {outcome.detail}"))
         else:
             attempts = row["attempts"] + 1
             nxt = min(now + self.policy.backoff(attempts), deadline)
             self.last_error = outcome.detail
-            conn.execute(
+            out.writes.append((
                 "UPDATE deliveries SET attempts=?, next_at=?, last_error=? WHERE sink=? AND event_id=?",
-                (attempts, nxt, outcome.detail[:300], self.name_, eid))
+                (attempts, nxt, outcome.detail[:300], self.name_, eid)))
+            if first and self.acked:
+                out.stages.append((dev, eid, "forwarded", None, None))  # handed over, not yet accepted
             log.warning("delivery to %s will retry", self.name_,
                         extra={"event": eid, "attempt": attempts, "detail": outcome.detail[:200]})
         return True
@@ -211,35 +355,51 @@ class DeliveryWorker(threading.Thread):
         if device is None:
             return None
         event = json.loads(row["body"])
-        ctx = gather_context(self.conn, row, device.building, self.verify_policy)
+        ctx = self._contexts.pop(row["id"], None)
+        if ctx is None or time.monotonic() - self._contexts_at > CONTEXT_FRESH_S:  # slow sends: look again
+            ctx = gather_context(self.conn, row, device.building, self.verify_policy)
         confidence, reasons = verify.assess(event, ctx)
         return build_report(event, device, row["received_at"], row["incident_key"], confidence, reasons,
                             self.location, incident_id=incident_id)
 
-    def _fail(self, row, why: str) -> None:
-        conn, eid = self.conn, row["event_id"]
+    def _flush(self, out: _Outcomes) -> None:
+        """Write a batch's outcomes in one transaction, then tell the devices (after the commit)."""
+        conn = self.conn
+        stages = list(out.stages)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("UPDATE deliveries SET state='failed', done_at=?, last_error=? WHERE sink=? AND event_id=?",
-                         (self.clock(), why[:300], self.name_, eid))
-            raise_fault(conn, "delivery", f"{row['type']} {eid}: {why}", device=row["dev"], sink=self.name_,
-                        unique=False)
+            for sql, params in out.writes:
+                conn.execute(sql, params)
+            for row, why in out.failures:
+                self._record_failure(row, why)
+                if self.acked:
+                    stages.append((row["dev"], row["event_id"], "failed", None, why))
+            acks = [st for st in stages if self._record_stage(*st)]
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.last_error = why
-        if self.metrics:
-            self.metrics.deliveries.labels(self.name_, "failed").inc()
-        log.error("delivery failed", extra={"sink": self.name_, "event": eid, "reason": why})
-        if self.acked:
-            self._stage(row["dev"], eid, "failed", reason=why)
+        for row, why in out.failures:
+            self.last_error = why
+            if self.metrics:
+                self.metrics.deliveries.labels(self.name_, "failed").inc()
+            log.error("delivery failed", extra={"sink": self.name_, "event": row["event_id"], "reason": why})
+        for st in acks:
+            self.on_stage(*st)
 
-    def _stage(self, dev: str, eid: str, stage: str, incident: str | None = None, reason: str | None = None):
-        """Record the device-facing stage (forward only) and publish the ack."""
+    def _record_failure(self, row, why: str) -> None:
+        eid = row["event_id"]
+        self.conn.execute(
+            "UPDATE deliveries SET state='failed', done_at=?, last_error=? WHERE sink=? AND event_id=?",
+            (self.clock(), why[:300], self.name_, eid))
+        raise_fault(self.conn, "delivery", f"{row['type']} {eid}: {why}", device=row["dev"], sink=self.name_,
+                    unique=False)
+
+    def _record_stage(self, dev: str, eid: str, stage: str, incident: str | None, reason: str | None) -> bool:
+        """Record the device-facing stage (forward only); True when the device should be told."""
         row = self.conn.execute("SELECT stage FROM events WHERE id=?", (eid,)).fetchone()
         if row is None or not is_ahead(stage, row["stage"]):
-            return
+            return False
         self.conn.execute("UPDATE events SET stage=?, stage_at=?, incident=COALESCE(?, incident), reason=?"
                           " WHERE id=?", (stage, self.clock(), incident, reason, eid))
-        self.on_stage(dev, eid, stage, incident, reason)
+        return True

@@ -21,7 +21,7 @@ CAUSES = {
     "alarm": ALARM_CAUSES,
     "prealarm": ALARM_CAUSES,
     "fault": FAULT_CAUSES,
-    "restore": FAULT_CAUSES,
+    "restore": FAULT_CAUSES + ("heat", "smoke", "multi"),  # a fault cleared, or a sensor alarm cleared
     "test": ("selftest",),
 }
 DEFAULT_MAX_PAYLOAD = 8192

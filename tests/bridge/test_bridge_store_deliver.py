@@ -183,3 +183,55 @@ def test_fan_out_only_the_chosen_sink_drives_device_acks(dbp):
     row = conn.execute("SELECT state, ref FROM deliveries WHERE sink='t'").fetchone()
     assert (row["state"], row["ref"]) == ("accepted", "CAP-1")
     assert json.loads(conn.execute("SELECT body FROM events").fetchone()[0])["dev"] == DEV
+
+
+def test_an_at_once_acceptance_goes_straight_from_stored_to_accepted(dbp):
+    store_all(dbp, [incoming(1)])
+    w, stages = worker(dbp, ScriptedSink([Outcome.accepted("INC-7")]), Clock(1001.0))
+    assert w.pump() == 1
+    # `forwarded` is skipped: `accepted` was known before it would have been sent (protocol section 7)
+    assert stages == [(f"{DEV}-00000001", "accepted", "INC-7", None)]
+
+
+def test_several_workers_share_a_sink_and_keep_each_incident_in_order(dbp):
+    alarm = f"{DEV}-00000001"
+    store_all(dbp, [incoming(1), incoming(2, type="cancel", ref=alarm)] + [incoming(c) for c in range(3, 13)])
+    sinks = [ScriptedSink([]), ScriptedSink([])]
+    workers = []
+    for i, sink in enumerate(sinks):
+        w = DeliveryWorker(sink, dbp, Registry(dbp), acked=False, on_stage=lambda *a: None,
+                           policy=DeliveryPolicy(jitter=0.0), clock=Clock(1020.0), part=(i, 2))
+        w.conn = db.connect(dbp, durable=False)
+        workers.append(w)
+    for _ in range(3):
+        for w in workers:
+            w.pump()
+    sent = [r.event_id for s in sinks for r in s.reports]
+    assert sorted(sent) == [f"{DEV}-{c:08d}" for c in range(1, 13)]  # each exactly once
+    assert all(s.reports for s in sinks)  # both workers took a share
+    owner = next(s for s in sinks if any(r.event_id == alarm for r in s.reports))
+    ids = [r.event_id for r in owner.reports]
+    assert ids.index(alarm) < ids.index(f"{DEV}-00000002")  # the cancel did not overtake its alarm
+    assert owner.reports[ids.index(f"{DEV}-00000002")].incident_id == "INC-1"
+
+
+def test_batched_verify_context_equals_the_per_event_one(dbp):
+    from bridge.stages.deliver import VerifyPolicy, gather_context, gather_contexts
+
+    other = "hn-a-0002"
+    Registry(dbp).upsert({"id": other, "key": KEY.hex(), "building": "Toa nha A"})
+    b = body(ctr=1, id=f"{other}-00000001", dev=other, cause="heat", data={"t": 60})
+    frame = split_frame(f"baochay/v1/{other}/event", signed(b))
+    items = [incoming(1, type="fault", cause="sensor", data={"detail": "x"}), incoming(2, cause="heat"),
+             Incoming(frame, parse_event(frame.body), 1010.0), incoming(3, cause="smoke"),
+             incoming(4, type="cancel", ref=f"{DEV}-00000003"), incoming(500, cause="heat")]
+    store_all(dbp, items)
+    conn = db.connect(dbp, durable=False)
+    rows = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
+    policy = VerifyPolicy(window_s=100)
+    batched = gather_contexts(conn, rows, lambda dev: "Toa nha A", policy)
+    for r in rows:
+        assert batched[r["id"]] == gather_context(conn, r, "Toa nha A", policy), r["id"]
+    assert batched[f"{DEV}-00000002"].corroborating == [other]
+    assert batched[f"{DEV}-00000003"].cancelled_by == f"{DEV}-00000004"
+    assert batched[f"{DEV}-00000500"].corroborating == []  # outside the window
