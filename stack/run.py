@@ -51,7 +51,8 @@ def say(msg: str) -> None:
 
 
 class Stack:
-    def __init__(self, workdir: Path, count: int, keep_consoles: bool = False):
+    def __init__(self, workdir: Path, count: int, keep_consoles: bool = False, heap: str | None = None):
+        self.heap = heap
         self.dir = workdir
         self.count = count
         self.keep_consoles = keep_consoles
@@ -129,7 +130,8 @@ class Stack:
         for i, s in enumerate(self.sites, 1):
             cfg = s["cfg"]
             path = write_device(cfg, self.dir / "devices" / cfg["dev"])
-            vb = VirtualBoard(self.dir / "flash" / cfg["dev"], device_config=path, log=self.dir / f"{cfg['dev']}.log")
+            vb = VirtualBoard(self.dir / "flash" / cfg["dev"], device_config=path, heap=self.heap,
+                              log=self.dir / f"{cfg['dev']}.log")
             vb.start()
             if not self.keep_consoles:
                 vb.console.close()  # leave the port free for `make press` and serial tools

@@ -1,0 +1,108 @@
+"""Firmware GC heap through a full scenario on a virtual board: `python -m bench.firmware_heap`.
+
+The whole system runs (broker, bridge, 114 intake); one virtual board with its heap capped goes
+through presses, acks, a cancel, a heat alarm, a smoke alarm, a GPS fix and telemetry. Printed:
+the heap the loaded firmware takes (`base`), the sampled peak, and the data peak on top of the code
+(target: 64 KB, the budget of an ESP32 without PSRAM). Also what each module costs once imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from stack.run import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Run inside MicroPython: the heap each firmware module takes once imported (bytecode is loaded into
+# RAM on the unix port; on an ESP32 frozen modules or ROMFS keep it in flash).
+IMPORT_COST = """
+import gc, sys
+sys.path.insert(0, '.')
+mods = ['asyncio', 'sign', 'config', 'persist', 'events', 'outbox', 'callpoint', 'console', 'clock',
+        'drivers.button', 'drivers.indicator', 'board.virtual', 'mqtt_codec', 'mqtt', 'app', 'sensing',
+        'board.virtual_sensors']
+for m in mods:
+    gc.collect(); a = gc.mem_alloc(); __import__(m); gc.collect()
+    print(m, gc.mem_alloc() - a)
+"""
+
+
+def nmea(body: str) -> str:
+    cs = 0
+    for c in body.encode():
+        cs ^= c
+    return f"${body}*{cs:02X}"
+
+
+def import_costs() -> list[tuple[str, int]]:
+    from provisioning.image import firmware_files
+    from provisioning.vboard import micropython_exe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in firmware_files():
+            target = Path(tmp) / f.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.data)
+        out = subprocess.run([micropython_exe(), "-X", "heapsize=1M", "-c", IMPORT_COST], cwd=tmp,
+                             capture_output=True, text=True, timeout=60).stdout
+    return [(n, int(v)) for n, v in (line.split() for line in out.splitlines() if line.strip())]
+
+
+def scenario(heap: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Stack(Path(tmp) / "stack", 1, keep_consoles=True, heap=heap)
+        s.up()
+        try:
+            vb = s.boards[0]
+            con = vb.console
+
+            for _ in range(5):
+                mark = con.mark()
+                vb.request("press", ms=80)
+                con.wait_for(lambda m: m.get("ev") == "ack" and m.get("stage") == "accepted", 30, since=mark)
+                con.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up", 10, since=mark)
+                vb.request("press", ms=3500)  # a long hold cancels it
+                mark = con.mark()
+                con.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "cancel", 30, since=mark)
+                con.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up", 10, since=mark)
+            hms = time.strftime("%H%M%S", time.gmtime())
+            vb.request("nmea", line=nmea(f"GPGGA,{hms}.00,1046.6133,N,10642.0484,E,1,09,0.9,12.0,M,2.0,M,,"))
+            vb.request("sensor", tau=5)
+            mark = con.mark()
+            vb.request("sensor", t=95)
+            con.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "alarm", 60, since=mark)
+            vb.request("sensor", obs=0.5)
+            vb.request("sensor", t=25, obs=0.0)
+            con.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "restore", 90, since=mark)
+            time.sleep(6)  # telemetry and the last acks
+            return vb.request("heap")
+        finally:
+            s.down()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--heap", default="192K", help="GC heap cap of the virtual board (default 192K)")
+    args = ap.parse_args(argv)
+    print("firmware heap: import cost per module (KB, MicroPython unix port, .mpy)")
+    costs = import_costs()
+    for name, b in costs:
+        print(f"  {name:<24} {b / 1024:6.1f}")
+    print(f"  {'total':<24} {sum(b for _, b in costs) / 1024:6.1f}")
+    h = scenario(args.heap)
+    print(f"full scenario under -X heapsize={args.heap}: 5 presses with cancels, heat, smoke, GPS, telemetry")
+    print(f"  code and boot state (base) {h['base'] / 1024:6.1f} KB")
+    print(f"  sampled peak              {h['peak'] / 1024:6.1f} KB")
+    print(f"  data peak (peak - base)   {h['data_peak'] / 1024:6.1f} KB   (target <= 64 KB)")
+    print(f"  live after the scenario   {h['alloc'] / 1024:6.1f} KB, free {h['free'] / 1024:.1f} KB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
