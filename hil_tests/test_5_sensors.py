@@ -35,17 +35,17 @@ def gga(lat: float, lon: float, hdop: float = 0.9) -> str:
 def virtual_sensors(board, bench):
     if not bench.virtual:
         pytest.skip("sensor injection is for virtual boards; a real board is checked on its real readings")
-    reply = board.dut.request("sensor", **AMBIENT)
+    reply = board.dut.ask("sensor", **AMBIENT)
     assert reply.get("ok"), f"the sensor console command does not work: {reply.get('error')}"
     since = board.dut.mark()
     yield board
     # back to a quiet room, and wait until the detectors agree, so the next scenario starts clean
-    board.dut.request("sensor", **dict(AMBIENT, tau=1.0))
+    board.dut.ask("sensor", **dict(AMBIENT, tau=1.0))
     raised = board.dut.find(lambda m: m.get("ev") == "event" and m.get("type") in ("alarm", "prealarm")
                             and m.get("cause") in ("heat", "smoke", "multi"), since=since)
     if raised:
         board.dut.expect("event", SENSOR_ALARM_S, since=since, type="restore")
-    board.dut.request("sensor", **AMBIENT)
+    board.dut.ask("sensor", **AMBIENT)
 
 
 def _sensor_alarm(board, cause: str, since: int) -> dict:

@@ -54,7 +54,7 @@ class Rig:
         self._console_press(ms)
 
     def _console_press(self, ms: int) -> None:
-        reply = self.dut.request("press", ms=ms)
+        reply = self.dut.ask("press", ms=ms)
         if not reply.get("ok"):
             raise RigUnavailable(f"console press refused by the device ({reply.get('error')}); "
                                  "provision it with the test rig enabled")
@@ -81,7 +81,7 @@ class Rig:
         """Stop the firmware's main loop (console `hang`, test rig only); the watchdog must end it."""
         if not self.test_rig:
             raise RigUnavailable("hang injection needs a device provisioned with the test rig enabled")
-        reply = self.dut.request("hang")
+        reply = self.dut.ask("hang")
         if not reply.get("ok"):
             raise RigUnavailable(f"the device refused hang ({reply.get('error')})")
 
