@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     say("Ready. To press a button:")
     say(f"  type its number (1-{len(boards)}) and Enter here, or run `make press DEVICE={boards[0]}` in another terminal")
     say(f"Watch: the intake page {stack.intake_url}/ , and `.venv/bin/baochay-bridge status --config {stack.bridge_conf}`")
+    say(f"Raw signed frames: mosquitto_sub -h 127.0.0.1 -p {stack.broker.port} -u watcher -P {stack.watch_pw} -t 'baochay/v1/#' -v")
     say("Ctrl-C stops everything.\n")
     try:
         while True:
