@@ -8,7 +8,7 @@ try:
 except AttributeError:  # CPython: the core tests run there too
 
     def ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # CPython only
 
     def ticks_diff(a, b):
         return a - b

@@ -51,7 +51,7 @@ class Signer:
             return None
         body = bytes(frame[:i])
         try:
-            sig = unhexlify(frame[i + 1 :])
+            sig = unhexlify(bytes(frame[i + 1 :]))
         except ValueError:
             return None
         return body if equal(self.digest(body), sig) else None

@@ -25,7 +25,7 @@ if image:
 
     sys.path.remove(here)
     dev = FileBlockDevice(image, 4096)
-    vfs.mount(vfs.VfsLfs2(dev, readsize=32, progsize=32, lookahead=32), "/flash")
+    vfs.mount(vfs.VfsLfs2(dev, readsize=32, progsize=32, lookahead=32), "/flash")  # type: ignore[abstract]
     os.chdir("/flash")
     sys.path[:0] = ["/flash", "/flash/lib"]
 else:

@@ -5,19 +5,8 @@
 # temperature follows the air with a first-order lag, as a real sensor in its housing does.
 import math
 
+from compat import ticks_diff, ticks_ms
 from drivers import bme680 as chip
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    import time as _t
-
-    def ticks_ms():
-        return int(_t.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
 
 # A real sensor's calibration (the Bosch integer-API reference point of the design brief).
 REF_CAL = {
