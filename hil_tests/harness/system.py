@@ -18,22 +18,13 @@ from pathlib import Path
 
 import yaml
 
+from stack.procs import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def child_env() -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
-def stop_process(p: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    if p is None or p.poll() is not None:
-        return
-    p.terminate()
-    try:
-        p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
 
 
 def wait_in_file(path: Path, text: bytes, proc: subprocess.Popen, timeout: float, start_at: int = 0) -> None:

