@@ -25,18 +25,6 @@ from stack.devices import device_config
 from stack.run import Stack
 
 
-class TimedLines(list):
-    """The console's line list, with the host time each line arrived."""
-
-    def __init__(self, items):
-        super().__init__(items)
-        self.at = [0.0] * len(items)
-
-    def append(self, item) -> None:
-        self.at.append(time.monotonic())
-        super().append(item)
-
-
 def sites(n: int) -> list[dict]:
     out = []
     for i in range(n):
@@ -51,9 +39,7 @@ def sites(n: int) -> list[dict]:
 
 
 def press_board(vb, presses: int, gap_s: float, results: list, errors: list) -> None:
-    con = vb.console
-    with con._cond:  # swap in a timed list; the reader thread appends under this lock
-        con.lines = TimedLines(con.lines)
+    con = vb.console  # each line carries its host arrival time (Msg.t)
     for _ in range(presses):
         mark = con.mark()
         t0 = time.monotonic()
@@ -66,11 +52,8 @@ def press_board(vb, presses: int, gap_s: float, results: list, errors: list) -> 
             errors.append(str(e).splitlines()[0])
             continue
         at: dict[str, float] = {}
-        with con._cond:
-            for i in range(mark, len(con.lines)):
-                m = con.lines[i]
-                if m.get("ev") == "ack" and m.get("id") == eid:
-                    at.setdefault(m.get("stage"), con.lines.at[i])
+        for m in con.find("ack", since=mark, id=eid):
+            at.setdefault(m.get("stage"), m.t)
         results.append((eid, (at.get("stored", float("nan")) - t0) * 1000, (at.get("accepted", float("nan")) - t0) * 1000))
         time.sleep(gap_s)
 

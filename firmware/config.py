@@ -9,14 +9,15 @@ DEFAULTS = {
     "telemetry_s": 15,  # also the supervision heartbeat: the bridge marks a mains device offline after 20 s
     "cancel_window_s": 30,
     "hold_cancel_ms": 3000,
-    "debounce_ms": 30,
+    "debounce_ms": 20,
     "outbox_max": 64,
     "test_rig": False,
     "ntp": None,
     "gps_max_age_s": 30,
     "gps_max_acc_m": 50,
 }
-MQTT_DEFAULTS = {"port": 1883, "tls": False, "keepalive": 30, "user": None, "password": None}
+MQTT_DEFAULTS = {"port": 1883, "tls": False, "keepalive": 30, "user": None, "password": None,
+                 "ca": None, "server_hostname": None, "tls_insecure": False}
 
 
 class ConfigError(Exception):
@@ -69,6 +70,7 @@ def validate(raw):
         raise ConfigError("mqtt: 'port' out of range")
     if mq["user"] is None:
         mq["user"] = dev
+    _check_tls(mq)
     cfg["mqtt"] = mq
     loc = _need(cfg, "loc", dict, "device config")
     lat = _need(loc, "lat", float, "loc")
@@ -86,6 +88,60 @@ def validate(raw):
     return cfg
 
 
+def _check_tls(mq):
+    """The TLS keys of the mqtt section. TLS that checks nothing must be asked for by name."""
+    tls = _need(mq, "tls", bool, "mqtt")
+    insecure = _need(mq, "tls_insecure", bool, "mqtt")
+    for key in ("ca", "server_hostname"):
+        v = mq[key]
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ConfigError("mqtt: '%s' must be a non-empty string" % key)
+    if not tls:
+        if mq["ca"] is not None or insecure:
+            raise ConfigError("mqtt: 'ca' and 'tls_insecure' need 'tls': true")
+        return
+    if mq["ca"] is not None and insecure:
+        raise ConfigError("mqtt: give either 'ca' or 'tls_insecure', not both")
+    # TLS with neither is not a config fault (the device still alarms locally): the MQTT client refuses
+    # to connect and says so on the console.
+
+
+def der_of(data):
+    """A CA certificate file's bytes (DER, or PEM: the first certificate) -> DER bytes; ValueError if neither."""
+    data = bytes(data)
+    if data[:10] == b"-----BEGIN":
+        from binascii import a2b_base64
+
+        lines = data.replace(b"\r", b"").split(b"\n")
+        body = []
+        for ln in lines[1:]:
+            if ln.startswith(b"-----END"):
+                break
+            body.append(ln.strip())
+        data = a2b_base64(b"".join(body))
+    if len(data) < 4 or data[0] != 0x30:  # an X.509 certificate is one DER SEQUENCE
+        raise ValueError("not a DER or PEM certificate")
+    return data
+
+
+def _load_ca(mq, cfg_dir):
+    """Read the CA file named by mqtt.ca (relative to device.json's directory) into mqtt.ca_der."""
+    mq["ca_der"] = None
+    name = mq.get("ca")
+    if not mq.get("tls") or not name:
+        return
+    path = name if name.startswith("/") else cfg_dir + "/" + name
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        raise ConfigError("mqtt: CA certificate %s: not found" % path)
+    try:
+        mq["ca_der"] = der_of(raw)
+    except ValueError as e:
+        raise ConfigError("mqtt: CA certificate %s: %s" % (path, e))
+
+
 def load(path):
     try:
         with open(path) as f:
@@ -94,7 +150,9 @@ def load(path):
         raise ConfigError("device config %s: not found" % path)
     except ValueError as e:
         raise ConfigError("device config %s: not valid JSON (%s)" % (path, e))
-    return validate(raw)
+    cfg = validate(raw)
+    _load_ca(cfg["mqtt"], path.rsplit("/", 1)[0] if "/" in path else ".")
+    return cfg
 
 
 def load_board(path):

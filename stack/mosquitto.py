@@ -139,6 +139,7 @@ class Mosquitto:
             f"autosave_interval 1\n"
             f"max_packet_size {self.max_packet_size}\n"
             f"max_inflight_messages 100\n"
+            f"set_tcp_nodelay true\n"
             f"max_queued_messages 100000\n"
             f"log_dest file {self.log_path}\n"
             f"log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
