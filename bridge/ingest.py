@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -89,6 +90,7 @@ class MqttLink:
             return
         self.generation += 1
         self.connected.set()
+        _no_delay(client)
         log.info("mqtt connected", extra={"session_present": bool(flags.session_present),
                                           "host": self.cfg["host"], "port": self.cfg["port"]})
         client.publish(state_topic(self.bridge_id), self._state_payload("online"), qos=1, retain=True)
@@ -134,3 +136,14 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=qos, retain=retain)
+
+
+def _no_delay(client) -> None:
+    """Acks are small and follow each other closely: without TCP_NODELAY the second one waits for the
+    broker's delayed ACK of the first (40 ms on Linux). paho does not set it."""
+    sock = client.socket()
+    if sock is not None and hasattr(sock, "setsockopt"):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass

@@ -19,7 +19,7 @@ from .metrics import Metrics
 from .registry import Registry
 from .stages.ack import ack_frame, ack_topic
 from .stages.authenticate import DUPLICATE, NEW, check_device, check_signature
-from .stages.deliver import DeliveryPolicy, DeliveryWorker, VerifyPolicy
+from .stages.deliver import CLAIM_S, DeliveryPolicy, DeliveryWorker, VerifyPolicy
 from .stages.enrich import LocationPolicy
 from .stages.parse import Rejected, loads_object, parse_event, split_frame, split_topic
 from .stages.store import Incoming, StoredResult, StoreWriter, record_reject
@@ -29,6 +29,12 @@ from .supervision import Presence, apply_birth, apply_telemetry, apply_transitio
 # to end before it runs again: short slices keep ingest (and so the `stored` ack) moving while delivery
 # works.
 SWITCH_INTERVAL_S = 0.0005
+# After a (re)start, recent events get their current stage acked again (see _reannounce).
+REANNOUNCE_S = 600
+# Several bridge processes on one database (mqtt.shared_group set; docs/operator-guide.md): one device's
+# events may reach two processes and commit out of order, so a never-stored event this far behind the
+# device's highest counter is late, not replayed (a device's outbox holds 64 events by default).
+SHARED_REORDER_WINDOW = 64
 
 log = logging.getLogger("bridge")
 lifecycle = logging.getLogger("bridge.lifecycle")
@@ -54,9 +60,11 @@ class Bridge:
         self.presence = Presence({"mains": sup["mains_s"], "battery": sup["battery_s"]})
         self.conn = db.connect(cfg["db"], durable=False)  # the supervision thread's own connection
         self.presence.load(self.conn)
+        self.shared = bool(cfg["mqtt"].get("shared_group"))
         self.writer = StoreWriter(cfg["db"], [s.name for s in self.sinks], self._on_stored,
                                   batch_max=int(cfg["store"]["batch_max"]), on_commit=self._on_commit,
-                                  building_of=self._building)
+                                  building_of=self._building,
+                                  reorder_window=SHARED_REORDER_WINDOW if self.shared else 0)
         d, loc, ver = cfg["delivery"], cfg["location"], cfg["verify"]
         policy = DeliveryPolicy(max_age_s=float(d["max_age_s"]), backoff_initial_s=float(d["backoff_initial_s"]),
                                 backoff_max_s=float(d["backoff_max_s"]), jitter=float(d["jitter"]))
@@ -65,7 +73,7 @@ class Bridge:
                            on_stage=self._publish_ack, policy=policy,
                            location=LocationPolicy(float(loc["gps_max_age_s"]), float(loc["gps_max_acc_m"])),
                            verify_policy=VerifyPolicy(float(ver["window_s"]), float(ver["offline_window_s"])),
-                           metrics=self.metrics, part=(i, len(lane)))
+                           metrics=self.metrics, part=(i, len(lane)), claim_s=CLAIM_S if self.shared else 0.0)
             for lane in lanes for i, s in enumerate(lane)
         ]
         self._first_workers = {w.name_: w for w in reversed(self.workers)}  # one per sink, for gauges
@@ -91,9 +99,28 @@ class Bridge:
             log.info("metrics served", extra={"url": f"http://{m.get('host', '127.0.0.1')}:{m['port']}/metrics"})
         self._ticker.start()
         self.link.start()
+        threading.Thread(target=self._reannounce, name="reannounce", daemon=True).start()
         lifecycle.info("bridge starting", extra={"bridge_id": self.bridge_id, "version": __version__, "db": self.cfg["db"],
                                            "sinks": [s.name for s in self.sinks],
                                            "accepted_from": self.cfg["accepted_from"]})
+
+    def _reannounce(self) -> None:
+        """After a start, publish again the stage of every recent event: an ack lost when the bridge
+        was killed between its commit and its publish reaches the device now (devices ignore a
+        stage they already have)."""
+        if not self.link.ready.wait(30) or self._stopping.is_set():
+            return
+        since = time.time() - REANNOUNCE_S
+        conn = db.connect(self.cfg["db"], durable=False)
+        try:
+            rows = conn.execute("SELECT dev, id, stage, incident, reason FROM events WHERE received_at >= ?"
+                                " AND stage IN ('stored', 'forwarded', 'accepted', 'failed')", (since,)).fetchall()
+        finally:
+            conn.close()
+        for r in rows:
+            self._publish_ack(r["dev"], r["id"], r["stage"], r["incident"], r["reason"])
+        if rows:
+            log.info("stages announced again after start", extra={"events": len(rows)})
 
     def stop(self) -> None:
         """Store what was received, let workers finish their current send, then say offline."""
@@ -232,10 +259,22 @@ class Bridge:
             except Exception:
                 log.exception("supervision tick failed")
 
+    def _peer_sightings(self) -> list:
+        """With several processes each hears only part of a device's traffic: a sign of life another
+        process wrote to the database (device_state.last_seen) counts here too, before the sweep."""
+        out = []
+        for r in self.conn.execute("SELECT id, last_seen FROM device_state WHERE last_seen IS NOT NULL"):
+            if r["last_seen"] > self.presence.last_seen.get(r["id"], 0.0):
+                t = self.presence.seen(r["id"], r["last_seen"])
+                if t is not None:
+                    out.append(t)
+        return out
+
     def _tick(self) -> None:
         now = time.time()
         devices = self.registry.cached()
-        transitions = self.presence.sweep(devices, now)
+        back = self._peer_sightings() if self.shared else []
+        transitions = back + self.presence.sweep(devices, now)
         for t in transitions:
             log.warning("device offline", extra={"device": t.dev, "reason": t.reason})
         seen = self.presence.take_dirty()

@@ -145,7 +145,8 @@ class App:
         self.mq = MQTTClient(
             self.dev, m["host"], m["port"], user=m["user"], password=m["password"],
             keepalive=m["keepalive"], clean=False, will=(self.topic + "status", offline, 1, True),
-            ssl=m["tls"], on_message=self._on_message, on_state=self._on_mqtt_state,
+            ssl=m["tls"], cadata=m.get("ca_der"), tls_insecure=m["tls_insecure"],
+            server_hostname=m["server_hostname"], on_message=self._on_message, on_state=self._on_mqtt_state,
             on_connect=self._on_connect, link=self.board,
         )
         self.mq.subscribe(self.topic + "ack", 1)

@@ -4,22 +4,30 @@ import asyncio
 from random import getrandbits
 
 import mqtt_codec as mc
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython: the same millisecond clock, never wrapping
-    import time as _time
-
-    def ticks_ms():
-        return _time.monotonic_ns() // 1000000
-
-    def ticks_diff(a, b):
-        return a - b
-
+from compat import ticks_diff, ticks_ms
 
 _CHUNK = 512  # bytes per socket read; bounds what is buffered beyond max_packet
 _TICK_MS = 100  # supervision period: keepalive, dead connection, link loss, disconnect request
 _STABLE_MS = 10000  # a session that lasted this long resets the reconnect backoff
+
+
+def tls_context(cadata=None, insecure=False):
+    """A client SSLContext for the broker: verified against `cadata` (one CA certificate, DER bytes),
+    host name included; or, only when `insecure`, not verified at all. The same code on both
+    interpreters: MicroPython's default client context checks nothing, CPython's needs a CA loaded."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cadata is not None:
+        ctx.load_verify_locations(cadata=cadata)
+        ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # on every port; missing from the stubs
+    elif insecure:
+        if hasattr(ctx, "check_hostname"):
+            ctx.check_hostname = False  # CPython refuses CERT_NONE while this is on
+        ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
+    else:
+        raise ValueError("no CA certificate to check the broker with (mqtt.ca); refusing to connect unchecked")
+    return ctx
 
 
 class _Conn:
@@ -56,12 +64,19 @@ class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30, clean=False,
                  will=None, ssl=False, on_message=None, on_state=None, on_connect=None, link=None,
                  max_packet=8192, max_inflight=8, backoff_min_ms=500, backoff_max_ms=30000,
-                 timeout_ms=10000):
+                 timeout_ms=10000, cadata=None, tls_insecure=False, server_hostname=None):
         self.client_id = client_id
         self.host = host
         self.port = port
         self.keepalive = keepalive
+        # ssl: False, an ssl.SSLContext used as given, or True: a context made here that checks the broker
+        # against `cadata` (CA certificate, DER) or, only with tls_insecure, checks nothing.
+        # With neither, every attempt fails ("tls: no CA certificate ...") before any byte is sent.
         self.ssl = ssl
+        self.cadata = cadata
+        self.tls_insecure = tls_insecure
+        self.server_hostname = server_hostname  # the name the certificate must carry; default: host
+        self._ctx = None
         self.on_message = on_message
         self.on_state = on_state
         self.on_connect = on_connect
@@ -190,7 +205,11 @@ class MQTTClient:
         up_since = None
         reason = "closed"
         try:
-            kw = {"ssl": self.ssl} if self.ssl else {}
+            kw = {}
+            if self.ssl:
+                kw["ssl"] = self._tls_context()
+                if self.server_hostname:
+                    kw["server_hostname"] = self.server_hostname
             t = self.timeout_ms / 1000
             reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port, **kw), t)
             conn = _Conn(reader, writer, self.max_packet)
@@ -229,7 +248,7 @@ class MQTTClient:
             self._count_malformed(e)
             reason = "malformed: %s" % e
         except Exception as e:
-            reason = "%s: %s" % (type(e).__name__, e)
+            reason = self._why(e)
         finally:
             self._up = False
             self._conn = None
@@ -292,7 +311,7 @@ class MQTTClient:
             self._count_malformed(e)
             conn.kill("malformed: %s" % e)
         except Exception as e:
-            conn.kill("%s: %s" % (type(e).__name__, e))
+            conn.kill(self._why(e))
 
     async def _read_packet(self, conn):
         while True:
@@ -371,7 +390,8 @@ class MQTTClient:
             conn.kill("write timed out")
             return False
         except Exception as e:
-            conn.kill("write failed: %s" % e)
+            why = self._why(e)
+            conn.kill(why if why.startswith("tls: ") else "write failed: %s" % e)
             return False
         finally:
             self._wlock.release()
@@ -411,6 +431,23 @@ class MQTTClient:
         self._stats["dropped_malformed"] += 1
         if isinstance(e, mc.PacketTooLarge):
             self._stats["dropped_oversize"] += 1
+
+    def _tls_context(self):
+        if self.ssl is not True:
+            return self.ssl
+        if self._ctx is None:
+            self._ctx = tls_context(self.cadata, self.tls_insecure)
+        return self._ctx
+
+    def _why(self, e):
+        """An exception as a one-line detail; TLS failures (a certificate that does not verify, a
+        handshake refused) start with "tls: " so the console says what is wrong."""
+        msg = " ".join(str(e).split())  # mbedTLS wraps its messages in line feeds
+        name = type(e).__name__
+        if self.ssl and (name.startswith("SSL") or "MBEDTLS" in msg or "certificate" in msg.lower()
+                         or isinstance(e, ValueError)):
+            return "tls: %s" % (msg or name)
+        return "%s: %s" % (name, msg)
 
     def _link_up(self):
         if self.link is None:

@@ -14,8 +14,11 @@ from .devices import (
     Site,
     create_device,
     create_from_csv,
+    load_ca,
     load_device,
     load_record,
+    read_ca_cert,
+    set_ca,
 )
 from .errors import ProvisionError
 
@@ -26,7 +29,8 @@ The usual order on site, for one device:
   baochay-provision new-device --id hn-a-0001 --board esp32-devkitc \\
       --building "Toà A" --address "1 Tràng Tiền, Hoàn Kiếm, Hà Nội" --floor 3 --room 301 \\
       --lat 21.028511 --lon 105.804817 --acc 15 --contact-phone 0901234567 --province "Hà Nội" \\
-      --broker-host mqtt.example.vn --wifi-ssid SiteWiFi     (Wi-Fi password: $BAOCHAY_WIFI_PASSWORD)
+      --broker-host mqtt.example.vn --ca-cert ca.crt --wifi-ssid SiteWiFi
+      (Wi-Fi password: $BAOCHAY_WIFI_PASSWORD; ca.crt: the CA that signed the broker's certificate)
   baochay-provision register --device hn-a-0001 --broker-dir /etc/mosquitto/baochay
   baochay-provision flash --device hn-a-0001 --port /dev/ttyUSB0 --firmware ESP32_GENERIC-v1.29.0.bin
   baochay-provision verify --device hn-a-0001 --port /dev/ttyUSB0
@@ -34,7 +38,7 @@ The usual order on site, for one device:
 A whole building from a spreadsheet (columns: id,board,building,address,floor,room,lat,lon,acc,
 contact_phone,province):
 
-  baochay-provision new-device --csv toa-a.csv --broker-host mqtt.example.vn --wifi-ssid SiteWiFi
+  baochay-provision new-device --csv toa-a.csv --broker-host mqtt.example.vn --ca-cert ca.crt --wifi-ssid SiteWiFi
 
 Factory flashing, one merged image per device written at 0x0:
 
@@ -91,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-host", required=True, help="MQTT broker the device connects to")
     p.add_argument("--broker-port", type=int, help="default 8883 (TLS), 1883 with --no-tls")
     p.add_argument("--no-tls", action="store_true", help="plain MQTT (a local test broker only)")
+    p.add_argument("--ca-cert", type=Path, metavar="FILE",
+                   help="CA certificate (PEM or DER) that signed the broker's certificate; the device checks "
+                        "the broker with it (needed with TLS; may also be given later to build)")
     p.add_argument("--keepalive", type=int, default=30)
     p.add_argument("--wifi-ssid")
     p.add_argument("--wifi-password")
@@ -108,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--device", required=True, metavar="ID")
     p.add_argument("--out", type=Path, metavar="DIR", help="default: build/<id>")
+    p.add_argument("--ca-cert", type=Path, metavar="FILE",
+                   help="set the device's CA certificate (PEM or DER) in its record, then build with it")
 
     p = sub.add_parser(
         "flash", help="build, then write the firmware and the image to a board (or a virtual board)",
@@ -209,7 +218,8 @@ def cmd_new_device(a) -> int:
     port = a.broker_port or (1883 if a.no_tls else 8883)
     net = Network(broker_host=a.broker_host, broker_port=port, tls=not a.no_tls, keepalive=a.keepalive,
                   wifi_ssid=a.wifi_ssid, wifi_password=a.wifi_password or os.environ.get("BAOCHAY_WIFI_PASSWORD"),
-                  telemetry_s=a.telemetry_s, cancel_window_s=a.cancel_window_s, test_rig=a.test_rig)
+                  telemetry_s=a.telemetry_s, cancel_window_s=a.cancel_window_s, test_rig=a.test_rig,
+                  ca_cert=read_ca_cert(a.ca_cert) if a.ca_cert else None)
     if a.csv:
         r = create_from_csv(a.csv, a.devices_dir, net, a.boards)
         for dev in r.created:
@@ -242,13 +252,20 @@ def _build(a, device, board, out: Path | None = None):
     from .image import DEFAULT_BUILD_DIR, build
 
     out = out or DEFAULT_BUILD_DIR / device["dev"]
-    r = build(device, board, out, show_progress=True)
+    mq = device.get("mqtt") or {}
+    if mq.get("tls") and not mq.get("ca") and not mq.get("tls_insecure"):
+        print(f"warning: {device['dev']} uses TLS but has no CA certificate: it will show a config fault and "
+              f"not connect. Give one: build --device {device['dev']} --ca-cert FILE", file=sys.stderr)
+    r = build(device, board, out, show_progress=True, ca_der=load_ca(a.devices_dir, device["dev"], device))
     print(f"image {r.image}: {r.image_bytes // 1024} KiB, {r.block_count} blocks of {board.filesystem.block_size}; "
           f"{len(r.files)} files; used {r.used_bytes // 1024} KiB, free {r.free_bytes // 1024} KiB")
     return r
 
 
 def cmd_build(a) -> int:
+    if a.ca_cert:
+        set_ca(a.devices_dir, a.device, read_ca_cert(a.ca_cert))
+        print(f"{a.device}: CA certificate {a.ca_cert} stored in its record")
     device, board = _device_and_board(a)
     _build(a, device, board, a.out)
     return 0

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import ssl
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class Network:
     telemetry_s: int = 60
     cancel_window_s: int = 30
     test_rig: bool = False
+    ca_cert: bytes | None = None  # DER: the CA that signed the broker's certificate (read_ca_cert)
 
 
 @dataclass
@@ -105,6 +107,34 @@ def device_config(dev_id: str, board: str, site: Site, net: Network) -> dict[str
     }
 
 
+CA_FILE = "ca.der"  # beside device.json, in the record and on the device's flash
+
+
+def read_ca_cert(path: Path) -> bytes:
+    """One CA certificate from a PEM or DER file, as DER (what the firmware loads); DeviceError otherwise."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise DeviceError(f"CA certificate {path}: cannot read ({e.strerror})") from None
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        text = raw.decode("ascii", "replace")
+        certs = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, re.S)
+        if len(certs) != 1:
+            raise DeviceError(f"CA certificate {path}: holds {len(certs)} certificates; give exactly one, the CA "
+                              f"that signed the broker's certificate")
+        try:
+            der = ssl.PEM_cert_to_DER_cert(certs[0])
+        except ValueError as e:
+            raise DeviceError(f"CA certificate {path}: {e}") from None
+    else:
+        der = raw
+    try:
+        ssl.create_default_context(cadata=der)
+    except (ssl.SSLError, ValueError):
+        raise DeviceError(f"CA certificate {path}: not a PEM or DER X.509 certificate") from None
+    return der
+
+
 def device_dir(devices_dir: Path, dev_id: str) -> Path:
     return Path(devices_dir) / check_id(dev_id)
 
@@ -128,15 +158,46 @@ def create_device(devices_dir: Path, dev_id: str, board: str, site: Site, net: N
     check_location(site.lat, site.lon, site.acc)
     if site.dc09.get("account") and not HEX_RE.match(site.dc09["account"]):
         raise DeviceError(f"device '{dev_id}': DC-09 account must be 3-16 hex digits")
+    if net.ca_cert is not None and not net.tls:
+        raise DeviceError("a CA certificate is only used with TLS; drop --no-tls or the CA certificate")
     d = device_dir(devices_dir, dev_id)
     if (d / "device.json").exists():
         raise DeviceError(f"device '{dev_id}' already exists in {d}; choose another id")
     Path(devices_dir).mkdir(parents=True, exist_ok=True)
     d.mkdir(mode=0o700, exist_ok=True)
     os.chmod(d, 0o700)
-    _write_private(d / "device.json", device_config(dev_id, board, site, net))
+    cfg = device_config(dev_id, board, site, net)
+    if net.ca_cert is not None:
+        cfg["mqtt"]["ca"] = CA_FILE
+        (d / CA_FILE).write_bytes(net.ca_cert)
+    _write_private(d / "device.json", cfg)
     _write_private(d / "record.json", {"dc09": site.dc09})
     return d
+
+
+def set_ca(devices_dir: Path, dev_id: str, der: bytes) -> None:
+    """Give an existing device record this CA certificate (a new CA, or one added after new-device)."""
+    cfg = load_device(devices_dir, dev_id)
+    if not cfg.get("mqtt", {}).get("tls"):
+        raise DeviceError(f"device '{dev_id}' connects without TLS; a CA certificate would not be used")
+    d = device_dir(devices_dir, dev_id)
+    (d / CA_FILE).write_bytes(der)
+    cfg["mqtt"]["ca"] = CA_FILE
+    cfg["mqtt"].pop("tls_insecure", None)
+    _write_private(d / "device.json", cfg)
+
+
+def load_ca(devices_dir: Path, dev_id: str, cfg: dict[str, Any]) -> bytes | None:
+    """The CA certificate the record's device.json names (mqtt.ca), or None when it names none."""
+    name = (cfg.get("mqtt") or {}).get("ca")
+    if not name:
+        return None
+    path = device_dir(devices_dir, dev_id) / name
+    try:
+        return path.read_bytes()
+    except OSError:
+        raise DeviceError(f"{path}: missing; device.json names it as the CA certificate "
+                          f"(give it again with: build --device {dev_id} --ca-cert FILE)") from None
 
 
 def check_private(path: Path) -> None:

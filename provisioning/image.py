@@ -118,9 +118,22 @@ def make_image(files: list[ImageFile], board: Board) -> tuple[bytes, littlefs.Li
     return bytes(fs.context.buffer), fs
 
 
+def ca_file(device: dict[str, Any], ca_der: bytes | None) -> ImageFile | None:
+    """The CA certificate as the device reads it: at the name its mqtt.ca gives, beside /device.json."""
+    name = (device.get("mqtt") or {}).get("ca")
+    if not name:
+        return None
+    if ca_der is None:
+        raise ImageError(f"device '{device.get('dev')}' names the CA certificate '{name}' but none was given")
+    return ImageFile("/" + name.lstrip("/"), ca_der)
+
+
 def build(device: dict[str, Any], board: Board, out_dir: Path, firmware_dir: Path = FIRMWARE_DIR,
-          show_progress: bool = False) -> BuildResult:
-    """build/<id>/fs.img + manifest.json (sizes and sha256 of each file; no secrets in the manifest)."""
+          show_progress: bool = False, ca_der: bytes | None = None) -> BuildResult:
+    """build/<id>/fs.img + manifest.json (sizes and sha256 of each file; no secrets in the manifest).
+
+    ca_der: the CA certificate the device checks the broker with, when its config names one (mqtt.ca)."""
+    ca = ca_file(device, ca_der)
     n = len(firmware_sources(firmware_dir))
     progress = Progress("compile", n) if show_progress else None
     files = firmware_files(firmware_dir, progress)
@@ -128,6 +141,8 @@ def build(device: dict[str, Any], board: Board, out_dir: Path, firmware_dir: Pat
         progress.done()
     files.append(ImageFile("/board.json", _json_bytes(board.board_json())))
     files.append(ImageFile("/device.json", _json_bytes(device)))
+    if ca is not None:
+        files.append(ca)
     blob, fs = make_image(files, board)
     geo = board.filesystem
     if len(blob) != geo.size:

@@ -12,6 +12,12 @@ a send), and the device acks go out after that commit. The `forwarded` ack is on
 attempt does not end in acceptance: when the sink accepts at once, `accepted` follows directly.
 With N workers per sink, worker i owns the incidents whose key hashes to i, so every event of one
 incident (an alarm, then its cancel) is still handled by one worker, in order.
+
+Several bridge processes on one database (claim_s > 0): a worker claims the rows it is about to send in
+one short transaction, by moving their `next_at` a lease (`claim_s`) into the future, so no other
+process's worker selects them meanwhile; the lease is renewed while a long batch is sent, and rows the
+worker did not get to are handed back at once. A process that dies mid-send leaves its claimed rows due
+again when the lease ends (sent again then: sinks are idempotent by event id).
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ def gather_context(conn: sqlite3.Connection, ev_row, building: str, policy: Veri
 
 CONTEXT_FRESH_S = 1.0  # a batch's verify context is reused for this long, then gathered again per row
 FLUSH_S = 0.01  # write outcomes and send acks at least this often while a batch is being sent
+CLAIM_S = 20.0  # lease on claimed rows with several bridge processes; longer than any sink's timeout
 
 
 def incident_part(incident_key: str, parts: int) -> int:
@@ -177,7 +184,7 @@ class DeliveryWorker(threading.Thread):
     def __init__(self, sink, db_path, registry: Registry, *, acked: bool, on_stage: StageFn,
                  policy: DeliveryPolicy | None = None, location: LocationPolicy | None = None,
                  verify_policy: VerifyPolicy | None = None, metrics=None, clock=time.time,
-                 part: tuple[int, int] = (0, 1)):
+                 part: tuple[int, int] = (0, 1), claim_s: float = 0.0):
         index, parts = part
         super().__init__(name=f"deliver-{sink.name}" + (f"-{index}" if parts > 1 else ""), daemon=True)
         self.sink = sink
@@ -198,6 +205,10 @@ class DeliveryWorker(threading.Thread):
         self._contexts: dict[str, verify.Context] = {}
         self._contexts_at = 0.0
         self.last_error = ""
+        self.claim_s = float(claim_s)  # 0: the only process on this database, no claims needed
+        self._claim: dict[str, float] = {}  # rows claimed and not yet handled: event id -> their due time
+        self._claim_until = 0.0
+        self._claimed_at = 0.0
 
     @property
     def conn(self) -> sqlite3.Connection | None:
@@ -217,6 +228,7 @@ class DeliveryWorker(threading.Thread):
     def run(self) -> None:
         self.conn = db.connect(self.db_path, durable=False)
         while not self._stopping.is_set():
+            self.wake.clear()  # before the pump: a wake that comes during it is not lost
             try:
                 n = self.pump()
             except Exception:
@@ -224,7 +236,6 @@ class DeliveryWorker(threading.Thread):
                 n = 0
             if n == 0:
                 self.wake.wait(self._idle_wait())
-                self.wake.clear()
         try:
             self.sink.close()
         except Exception:
@@ -257,17 +268,61 @@ class DeliveryWorker(threading.Thread):
         return c.execute("SELECT COUNT(*) FROM deliveries WHERE sink=? AND state='pending'",
                          (self.name_,)).fetchone()[0]
 
-    def pump(self) -> int:
-        """Handle the rows due now; returns how many were handled (sent or settled)."""
+    def _due_rows(self) -> list:
+        """The rows due now, oldest first; claimed for this worker when other processes share the database."""
         conn = self.conn
         now = self.clock()
         cond, args = self._mine()
-        rows = conn.execute(
-            "SELECT d.event_id, d.attempts, d.created_at, d.last_error, e.* FROM deliveries d "
-            "JOIN events e ON e.id=d.event_id WHERE d.sink=? AND d.state='pending' AND d.next_at<=?" + cond +
-            " ORDER BY d.seq LIMIT ?",
-            (self.name_, now, *args, self.policy.batch),
-        ).fetchall()
+        sql = ("SELECT d.event_id, d.attempts, d.created_at, d.last_error, d.next_at AS due_at, e.* FROM deliveries d "
+               "JOIN events e ON e.id=d.event_id WHERE d.sink=? AND d.state='pending' AND d.next_at<=?" + cond +
+               " ORDER BY d.seq LIMIT ?")
+        params = (self.name_, now, *args, self.policy.batch)
+        if not self.claim_s:
+            return conn.execute(sql, params).fetchall()
+        until = now + self.claim_s
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(sql, params).fetchall()
+            conn.executemany("UPDATE deliveries SET next_at=? WHERE sink=? AND event_id=?",
+                             [(until, self.name_, r["event_id"]) for r in rows])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._claim = {r["event_id"]: r["due_at"] for r in rows}
+        self._claim_until, self._claimed_at = until, time.monotonic()
+        return rows
+
+    def _renew_claim(self) -> None:
+        """Inside a transaction: push the lease of the rows still waiting in this batch."""
+        if not self._claim or time.monotonic() - self._claimed_at < self.claim_s / 3:
+            return
+        until = self.clock() + self.claim_s
+        self.conn.executemany(
+            "UPDATE deliveries SET next_at=? WHERE sink=? AND event_id=? AND state='pending' AND next_at=?",
+            [(until, self.name_, eid, self._claim_until) for eid in self._claim])
+        self._claim_until, self._claimed_at = until, time.monotonic()
+
+    def _release_claim(self) -> None:
+        """Hand back, due as before, the claimed rows this batch did not handle."""
+        claim, self._claim = self._claim, {}
+        if not claim:
+            return
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "UPDATE deliveries SET next_at=? WHERE sink=? AND event_id=? AND state='pending' AND next_at=?",
+                [(due, self.name_, eid, self._claim_until) for eid, due in claim.items()])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def pump(self) -> int:
+        """Handle the rows due now; returns how many were handled (sent or settled)."""
+        conn = self.conn
+        rows = self._due_rows()
         handled = 0
         out = _Outcomes()
         self._contexts = gather_contexts(conn, rows, self._building_of, self.verify_policy)
@@ -282,6 +337,7 @@ class DeliveryWorker(threading.Thread):
                     out = _Outcomes()
                 if self._handle(row, out):
                     handled += 1
+                    self._claim.pop(row["event_id"], None)
                 if out and time.monotonic() - flushed_at >= FLUSH_S:
                     self._flush(out)
                     out = _Outcomes()
@@ -289,6 +345,7 @@ class DeliveryWorker(threading.Thread):
         finally:
             if out:
                 self._flush(out)
+            self._release_claim()
         return handled
 
     def _handle(self, row, out: _Outcomes) -> bool:
@@ -375,6 +432,8 @@ class DeliveryWorker(threading.Thread):
                 if self.acked:
                     stages.append((row["dev"], row["event_id"], "failed", None, why))
             acks = [st for st in stages if self._record_stage(*st)]
+            if self.claim_s:
+                self._renew_claim()
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -5,6 +5,10 @@ telemetry, presence, rejects. It takes what is queued (up to `batch_max`), appli
 transaction, commits (fsynced: synchronous=FULL), and only then runs the items' after-commit actions:
 the `stored` ack to the device, the MQTT PUBACK to the broker, waking the delivery workers. So a storm
 costs one fsync per batch, not one per alarm, and nothing is acked before it is on disk.
+
+Several bridge processes may share one database (docs/operator-guide.md, several instances): every
+new/duplicate/replay decision is made inside the write transaction (BEGIN IMMEDIATE) from what the
+database holds, never from a per-process cache, so another process's commit is always seen.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 from .. import db
 from ..faults import clear_fault, raise_fault
-from .authenticate import DUPLICATE, NEW, classify
+from .authenticate import DUPLICATE, NEW, REPLAY, classify
 from .parse import Frame
 
 log = logging.getLogger("bridge.store")
@@ -49,11 +53,16 @@ class StoredResult:
 
 
 class StoreWriter(threading.Thread):
-    """on_result(StoredResult) runs after the commit, in this thread, for every event handled."""
+    """on_result(StoredResult) runs after the commit, in this thread, for every event handled.
+
+    reorder_window: 0 (one bridge) applies docs/protocol.md section 4 strictly. With N > 0 (several
+    bridges on a shared subscription, where one device's events may reach two processes and commit out
+    of order), an event whose id was never stored and whose counter is at most N behind the device's
+    highest is stored as new: it was overtaken, not replayed (a replayed stored event is a duplicate)."""
 
     def __init__(self, db_path, sinks: list[str], on_result: Callable[[StoredResult], None],
                  batch_max: int = 1000, on_commit: Callable[[int], None] | None = None,
-                 building_of: Callable[[str], str] | None = None):
+                 building_of: Callable[[str], str] | None = None, reorder_window: int = 0):
         super().__init__(name="store-writer", daemon=True)
         self.db_path = db_path
         self.sinks = list(sinks)
@@ -63,7 +72,7 @@ class StoreWriter(threading.Thread):
         self.building_of = building_of or (lambda dev: "")
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = threading.Event()
-        self._highest: dict[str, int | None] = {}
+        self.reorder_window = max(0, int(reorder_window))
         self.conn: sqlite3.Connection | None = None
         self.started_ok = threading.Event()
 
@@ -121,7 +130,6 @@ class StoreWriter(threading.Thread):
             afters = self._apply(batch)
         except Exception:
             log.exception("store batch failed; retrying its items one by one")
-            self._highest.clear()
             afters = []
             for item in batch:
                 try:
@@ -129,7 +137,6 @@ class StoreWriter(threading.Thread):
                 except Exception:
                     # not acked to the broker: it redelivers when the session resumes
                     log.exception("store: dropping one item that cannot be stored")
-                    self._highest.clear()
         if self.on_commit:
             self.on_commit(len(batch))
         for fn in afters:
@@ -156,17 +163,20 @@ class StoreWriter(threading.Thread):
             raise
         return afters
 
-    def _highest_ctr(self, conn, dev: str) -> int | None:
-        if dev not in self._highest:
-            row = conn.execute("SELECT MAX(ctr) FROM events WHERE dev=?", (dev,)).fetchone()
-            self._highest[dev] = row[0]
-        return self._highest[dev]
+    @staticmethod
+    def _highest_ctr(conn, dev: str) -> int | None:
+        """Read inside the write transaction (index events_dev): includes other processes' commits."""
+        return conn.execute("SELECT MAX(ctr) FROM events WHERE dev=?", (dev,)).fetchone()[0]
 
     def _apply_event(self, conn, item: Incoming) -> list[After]:
         ev = item.event
         eid, dev = ev["id"], ev["dev"]
         row = conn.execute("SELECT body, stage, incident, reason FROM events WHERE id=?", (eid,)).fetchone()
-        verdict = classify(item.frame.body, ev["ctr"], row["body"] if row else None, self._highest_ctr(conn, dev))
+        highest = self._highest_ctr(conn, dev)
+        verdict = classify(item.frame.body, ev["ctr"], row["body"] if row else None, highest)
+        if (verdict == REPLAY and row is None and self.reorder_window and highest is not None
+                and ev["ctr"] > highest - self.reorder_window):
+            verdict = NEW  # overtaken by a later event that another bridge process stored first
         if verdict == NEW:
             ref = ev.get("ref")
             incident_key = eid
@@ -186,7 +196,6 @@ class StoreWriter(threading.Thread):
                     " VALUES (?, ?, ?, ?, ?)",
                     (sink, eid, seq, item.received_at, item.received_at),
                 )
-            self._highest[dev] = ev["ctr"]
             self._device_faults(conn, ev)
             result = StoredResult(NEW, eid, dev, "stored", event=ev)
         elif verdict == DUPLICATE:

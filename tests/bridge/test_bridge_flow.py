@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import wait_for
+from bridge_harness import wait_for
 
 
 def test_alarm_is_stored_then_accepted(fleet, broker, make_bridge, intake):

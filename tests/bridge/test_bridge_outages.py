@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from conftest import wait_for
+from bridge_harness import wait_for
 
 from stack.ports import free_port
 
@@ -122,3 +122,17 @@ def test_signed_command_reaches_the_device(fleet, broker, make_bridge):
     bridge.cli("cmd", "hn-t-0002", "silence")
     cmds = wait_for(lambda: len(dev.cmds()) == 2 and dev.cmds())
     assert cmds[1]["ctr"] > cmds[0]["ctr"]
+
+
+def test_restart_announces_recent_stages_again(fleet, broker, make_bridge, intake):
+    # An ack lost between the bridge's commit and its publish (SIGKILL in between) must still reach
+    # the device: after a start the bridge acks every recent event's current stage once more.
+    bridge = make_bridge().start()
+    dev = fleet.sim("hn-t-0003", broker).connect()
+    eid = dev.alarm()
+    dev.wait_stage(eid, "accepted")
+    before = sum(1 for a in dev.acks(eid) if a["stage"] == "accepted")
+    bridge.kill()
+    bridge.start()
+    wait_for(lambda: sum(1 for a in dev.acks(eid) if a["stage"] == "accepted") > before, timeout=20)
+    assert {a["incident"] for a in dev.acks(eid) if a["stage"] == "accepted"} == {intake.incidents[eid]}
