@@ -64,7 +64,7 @@ def config_text(c: BrokerConfig) -> str:
         "persistence true",
         f"persistence_location {c.persistence_location}",
         "autosave_interval 30",
-        "max_inflight_messages 100",
+        "max_inflight_messages 1000",
         "set_tcp_nodelay true",  # acks are small and latency matters: no Nagle delay behind a PUBACK
         "max_queued_messages 10000",
         "max_packet_size 65536",

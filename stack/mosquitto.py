@@ -138,7 +138,7 @@ class Mosquitto:
             f"persistence_location {d / 'data'}/\n"
             f"autosave_interval 1\n"
             f"max_packet_size {self.max_packet_size}\n"
-            f"max_inflight_messages 100\n"
+            f"max_inflight_messages 1000\n"
             f"set_tcp_nodelay true\n"
             f"max_queued_messages 100000\n"
             f"log_dest file {self.log_path}\n"
