@@ -49,6 +49,8 @@ def assess(event: dict, ctx: Context) -> tuple[float, tuple[str, ...]]:
     if typ == "fault":
         return 0.0, (f"device fault ({cause}): {str(data.get('detail', ''))[:120]}".rstrip(": "),)
     if typ == "restore":
+        if cause in ("heat", "smoke", "multi"):
+            return 0.0, (f"{cause} condition cleared at the device: readings back to normal",)
         return 0.0, (f"device fault cleared ({cause})",)
     if typ == "cancel":
         return 0.05, ("cancelled at the device by a long hold (false press)",)

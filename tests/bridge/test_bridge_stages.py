@@ -148,6 +148,8 @@ def test_verify_confidence_and_reasons():
     for typ, cause in (("test", "selftest"), ("fault", "sensor"), ("restore", "sensor")):
         c, r = verify.assess(body(type=typ, cause=cause), verify.Context())
         assert 0 <= c <= 1 and r  # never silent
+    c, r = verify.assess(body(type="restore", cause="heat"), verify.Context())
+    assert c == 0 and "heat condition cleared" in r[0]
 
 
 DEVICE = Device(id=DEV, key=KEY, board="esp32-devkitc", building="Toa nha A", address="1 Trang Tien",
