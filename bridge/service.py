@@ -61,7 +61,7 @@ class Bridge:
         self.conn = db.connect(cfg["db"], durable=False)  # the supervision thread's own connection
         self.presence.load(self.conn)
         self.shared = bool(cfg["mqtt"].get("shared_group"))
-        self.writer = StoreWriter(cfg["db"], [s.name for s in self.sinks], self._on_stored,
+        self.writer = StoreWriter(cfg["db"], self.sinks, self._on_stored,
                                   batch_max=int(cfg["store"]["batch_max"]), on_commit=self._on_commit,
                                   building_of=self._building,
                                   reorder_window=SHARED_REORDER_WINDOW if self.shared else 0)

@@ -2,6 +2,8 @@
 
 `send` is called from the sink's own delivery worker (one at a time per sink), may block on the
 network, and must be idempotent by `report.event_id`: the outbox retries after crashes and timeouts.
+A sink may also have `wants(type, cause) -> bool`: events it does not want are never queued for it
+(the 114 intake takes no device faults), so they can neither fail there nor raise operator faults.
 """
 
 from __future__ import annotations

@@ -125,6 +125,13 @@ class IntakeJsonSink:
 
     # -- mapping -----------------------------------------------------------------------------------
 
+    @staticmethod
+    def wants(type: str, cause: str) -> bool:
+        """Device faults and their restores are the operator's, not the 114 centre's."""
+        if type == "fault":
+            return False
+        return not (type == "restore" and cause not in ("heat", "smoke", "multi"))
+
     def send(self, report: Report) -> Outcome:
         if report.type == "fault":
             return Outcome.refused(f"{self.name}: fault events are not reported to the 114 intake")

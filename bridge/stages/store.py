@@ -60,12 +60,13 @@ class StoreWriter(threading.Thread):
     of order), an event whose id was never stored and whose counter is at most N behind the device's
     highest is stored as new: it was overtaken, not replayed (a replayed stored event is a duplicate)."""
 
-    def __init__(self, db_path, sinks: list[str], on_result: Callable[[StoredResult], None],
+    def __init__(self, db_path, sinks: list, on_result: Callable[[StoredResult], None],
                  batch_max: int = 1000, on_commit: Callable[[int], None] | None = None,
                  building_of: Callable[[str], str] | None = None, reorder_window: int = 0):
         super().__init__(name="store-writer", daemon=True)
         self.db_path = db_path
-        self.sinks = list(sinks)
+        # sink names, or sink objects whose optional wants(type, cause) filters what is queued for them
+        self.sinks = [(x, None) if isinstance(x, str) else (x.name, getattr(x, "wants", None)) for x in sinks]
         self.on_result = on_result
         self.on_commit = on_commit
         self.batch_max = batch_max
@@ -190,7 +191,9 @@ class StoreWriter(threading.Thread):
                  item.frame.body, item.received_at, time.time()),
             )
             seq = cur.lastrowid
-            for sink in self.sinks:
+            for sink, wants in self.sinks:
+                if wants is not None and not wants(ev["type"], ev["cause"]):
+                    continue
                 conn.execute(
                     "INSERT OR IGNORE INTO deliveries (sink, event_id, seq, created_at, next_at)"
                     " VALUES (?, ?, ?, ?, ?)",

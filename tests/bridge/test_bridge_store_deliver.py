@@ -76,6 +76,22 @@ def test_fault_event_opens_an_operator_fault_and_restore_clears_it(dbp):
     assert conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0] == 0
 
 
+def test_events_a_sink_does_not_want_are_never_queued_for_it(dbp):
+    from bridge.sinks.intake_json import IntakeJsonSink
+
+    class Everything:
+        name = "arc"
+
+    intake = IntakeJsonSink("intake114", url="http://127.0.0.1:9/")
+    store_all(dbp, [incoming(1, type="fault", cause="sensor", data={"detail": "x"}),
+                    incoming(2, type="alarm", cause="heat"),
+                    incoming(3, type="restore", cause="sensor", ref=f"{DEV}-00000001"),
+                    incoming(4, type="restore", cause="heat", ref=f"{DEV}-00000002")], sinks=(intake, Everything()))
+    conn = db.connect(dbp)
+    queued = {(r["sink"], r["event_id"][-1]) for r in conn.execute("SELECT sink, event_id FROM deliveries")}
+    assert queued == {("arc", "1"), ("arc", "2"), ("arc", "3"), ("arc", "4"), ("intake114", "2"), ("intake114", "4")}
+
+
 class ScriptedSink:
     def __init__(self, outcomes):
         self.name = "s"
