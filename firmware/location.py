@@ -2,12 +2,7 @@
 # GPS fix wins, otherwise the fixed coordinates from the device config. Never waits for GPS: an alarm
 # always gets a location at once.
 
-try:
-    from time import ticks_diff
-except ImportError:  # CPython
-
-    def ticks_diff(a, b):
-        return a - b
+from compat import ticks_diff
 
 
 class LocationPolicy:

@@ -9,21 +9,11 @@
 # "low_v", "empty_v", "full_v"} (over the board's pins.battery_adc), tamper {"active": 0|1},
 # stuck_s (1800), gps_silent_s (10), i2c_retries (3), bme680_addr (0x77), loc, gps_max_age_s,
 # gps_max_acc_m.
-try:
-    import asyncio
-except ImportError:  # pragma: no cover
-    import uasyncio as asyncio
+import asyncio
 
+from compat import ticks_diff
 from location import LocationPolicy
 from multi import MultiCriteria
-
-try:
-    from time import ticks_diff
-except ImportError:  # CPython
-
-    def ticks_diff(a, b):
-        return a - b
-
 
 GPS_POLL_MS = 250  # a 9600 baud receiver fills a 256-byte UART buffer in about 0.3 s
 
