@@ -35,6 +35,7 @@ from bench.loadgen import AsyncDevice
 from bridge.registry import Registry
 from bridge.report import Outcome, Report
 from stack.mosquitto import Mosquitto
+from stack.procs import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,23 +167,28 @@ def _env() -> dict:
     return env
 
 
-def start_bridge(workdir: Path, broker, creds) -> subprocess.Popen:
+def start_bridge(workdir: Path, broker, creds, index: int = 0, shared: bool = False) -> subprocess.Popen:
+    """One bridge process; with `shared`, one of several on one database behind a shared subscription."""
     dbp = workdir / "bridge.db"
-    Registry(dbp).upsert_many({"id": d, "key": k, "building": f"B{i // 50}", "address": "bench", "lat": 21.0,
-                               "lon": 105.8, "acc": 10} for i, (d, (_pw, k)) in enumerate(creds.items()))
-    cfg = {"bridge_id": "bench", "db": str(dbp), "log_level": "warning",
-           "mqtt": {"host": broker.host, "port": broker.port, "user": "bridge", "password": "bridge-pw"},
+    if index == 0:
+        Registry(dbp).upsert_many({"id": d, "key": k, "building": f"B{i // 50}", "address": "bench", "lat": 21.0,
+                                   "lon": 105.8, "acc": 10} for i, (d, (_pw, k)) in enumerate(creds.items()))
+    mq = {"host": broker.host, "port": broker.port, "user": "bridge", "password": "bridge-pw"}
+    if shared:
+        mq.update(shared_group="bench", session_expiry_s=30)
+    cfg = {"bridge_id": f"bench-{index}", "db": str(dbp), "log_level": "warning", "mqtt": mq,
            "sinks": [{"name": "bench", "type": "bench"}], "sink_types": {"bench": "bench.bridge_throughput:BenchSink"},
            "supervision": {"mains_s": 3600}}
-    (workdir / "bridge.yaml").write_text(yaml.safe_dump(cfg))
-    log = open(workdir / "bridge.log", "wb")
-    cmd = [sys.executable, "-m", "bridge.cli", "run", "--config", str(workdir / "bridge.yaml")]
+    conf, logp = workdir / f"bridge-{index}.yaml", workdir / f"bridge-{index}.log"
+    conf.write_text(yaml.safe_dump(cfg))
+    log = open(logp, "wb")
+    cmd = [sys.executable, "-m", "bridge.cli", "run", "--config", str(conf)]
     proc = subprocess.Popen(cmd,
                             cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
-    while b"bridge ready" not in (workdir / "bridge.log").read_bytes():
+    while b"bridge ready" not in logp.read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("bridge did not start:\n" + (workdir / "bridge.log").read_text()[-2000:])
+            raise RuntimeError("bridge did not start:\n" + logp.read_text()[-2000:])
         time.sleep(0.05)
     return proc
 
@@ -248,15 +254,15 @@ async def amain(args) -> None:
             print(f"load: {args.throughput_devices} devices x {args.per_device} alarms, QoS 1, signed, "
                   f"{os.cpu_count()} cores shared by broker, bridge and load generator")
             relay_rate = await relay_phase(creds, broker, args)
-            bridge = start_bridge(workdir, broker, creds)
-            prof = start_profiler(args.profile, bridge.pid)
+            bridges = [start_bridge(workdir, broker, creds, i, shared=args.bridges > 1) for i in range(args.bridges)]
+            prof = start_profiler(args.profile, bridges[0].pid)
             try:
-                cpu = CpuMeter(broker=broker.proc.pid, bridge=bridge.pid)
+                cpu = CpuMeter(broker=broker.proc.pid, **{f"bridge{i if i else ''}": b.pid for i, b in enumerate(bridges)})
                 await bridge_phase(creds, broker, args, relay_rate, cpu)
             finally:
                 stop_profiler(prof)
-                bridge.terminate()
-                bridge.wait(20)
+                for b in bridges:
+                    stop_process(b, 20)
         finally:
             broker.stop()
     finally:
@@ -269,6 +275,8 @@ def main(argv=None) -> int:
     p.add_argument("--throughput-devices", type=int, default=200)
     p.add_argument("--per-device", type=int, default=20)
     p.add_argument("--storm", type=int, default=1000)
+    p.add_argument("--bridges", type=int, default=1,
+                   help="bridge processes sharing one subscription and one database (default 1)")
     p.add_argument("--profile", metavar="FILE", help="sample the bridge with py-spy into FILE (collapsed stacks)")
     args = p.parse_args(argv)
     asyncio.run(amain(args))
