@@ -142,28 +142,25 @@ def _load_ca(mq, cfg_dir):
         raise ConfigError("mqtt: CA certificate %s: %s" % (path, e))
 
 
-def load(path):
+def _read_json(path, what):
     try:
         with open(path) as f:
-            raw = json.load(f)
+            return json.load(f)
     except OSError:
-        raise ConfigError("device config %s: not found" % path)
+        raise ConfigError("%s %s: not found" % (what, path))
     except ValueError as e:
-        raise ConfigError("device config %s: not valid JSON (%s)" % (path, e))
-    cfg = validate(raw)
+        raise ConfigError("%s %s: not valid JSON (%s)" % (what, path, e))
+
+
+def load(path):
+    cfg = validate(_read_json(path, "device config"))
     _load_ca(cfg["mqtt"], path.rsplit("/", 1)[0] if "/" in path else ".")
     return cfg
 
 
 def load_board(path):
     """/board.json (derived from boards.yaml by provisioning): pins and fitted sensors."""
-    try:
-        with open(path) as f:
-            b = json.load(f)
-    except OSError:
-        raise ConfigError("board config %s: not found" % path)
-    except ValueError as e:
-        raise ConfigError("board config %s: not valid JSON (%s)" % (path, e))
+    b = _read_json(path, "board config")
     if not isinstance(b, dict) or not isinstance(b.get("name"), str):
         raise ConfigError("board config %s: missing 'name'" % path)
     b.setdefault("pins", {})

@@ -240,12 +240,15 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, {"ok": True, "time": now_rfc3339(), "incidents": self.server.store.count(),
                          **self.server.faults.snapshot()})
 
-    def post_report(self, query, raw) -> None:
-        body = self._parse_json(raw)
+    def _idempotency_key(self) -> str:
         try:
-            key = schema.check_key(self.headers.get("Idempotency-Key"))
+            return schema.check_key(self.headers.get("Idempotency-Key"))
         except schema.Invalid as e:
             raise ApiError(400, "missing_idempotency_key", str(e), field="Idempotency-Key", errors=e.errors) from None
+
+    def post_report(self, query, raw) -> None:
+        body = self._parse_json(raw)
+        key = self._idempotency_key()
         try:
             report = schema.check_report(body)
         except schema.Invalid as e:
@@ -260,10 +263,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def post_update(self, incident_id: str, query, raw) -> None:
         body = self._parse_json(raw)
-        try:
-            key = schema.check_key(self.headers.get("Idempotency-Key"))
-        except schema.Invalid as e:
-            raise ApiError(400, "missing_idempotency_key", str(e), field="Idempotency-Key", errors=e.errors) from None
+        key = self._idempotency_key()
         try:
             update = schema.check_update(body)
         except schema.Invalid as e:
