@@ -29,6 +29,7 @@ class Fleet:
 
     def __init__(self, n: int, prefix: str = "hn-t"):
         self.devices = {f"{prefix}-{i:04d}": (secrets.token_hex(8), secrets.token_hex(32)) for i in range(1, n + 1)}
+        self.sims: list = []
 
     def users(self) -> dict[str, str]:
         return {d: pw for d, (pw, _k) in self.devices.items()}
@@ -45,7 +46,18 @@ class Fleet:
         from bench.loadgen import SimDevice
 
         pw, key = self.devices[dev]
-        return SimDevice(dev, key, broker.host, broker.port, pw, **kw)
+        sim = SimDevice(dev, key, broker.host, broker.port, pw, **kw)
+        self.sims.append(sim)
+        return sim
+
+    def close(self) -> None:
+        """Close every simulated device's connection, so none is left for interpreter exit."""
+        for sim in self.sims:
+            try:
+                sim.close()
+            except Exception:
+                pass
+        self.sims.clear()
 
 
 class BridgeProc:

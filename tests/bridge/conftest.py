@@ -18,8 +18,10 @@ from stack.mosquitto import Mosquitto  # noqa: E402
 
 
 @pytest.fixture
-def fleet() -> Fleet:
-    return Fleet(3)
+def fleet():
+    f = Fleet(3)
+    yield f
+    f.close()
 
 
 @pytest.fixture
