@@ -61,16 +61,8 @@ def press_board(vb, presses: int, gap_s: float, results: list, errors: list) -> 
 def run(boards: int, presses: int, gap_s: float) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="baochay-e2e-"))
     stack = Stack(workdir, boards, keep_consoles=True)
-    stack.sites = sites(boards)
     try:
-        print(f"starting broker, 114 intake, bridge and {boards} virtual boards ...", flush=True)
-        stack.start_broker()
-        for s in stack.sites:
-            s["cfg"]["mqtt"]["port"] = stack.broker.port
-        stack.start_intake()
-        stack.register_devices()
-        stack.start_bridge()
-        stack.start_boards()
+        stack.up(sites(boards), watch=False)
         for vb in stack.boards:  # connected to the broker before the clock starts
             vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "connected", 30)
         results: list = []

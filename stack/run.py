@@ -166,14 +166,15 @@ class Stack:
         self.watcher = c
 
     # -- the whole -----------------------------------------------------------------------------
-    def up(self) -> None:
+    def up(self, sites: list[dict] | None = None, watch: bool = True) -> None:
+        """Start everything; `sites` (entries {"cfg": device config}) replace the three demo sites."""
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
-        self.sites = []
-        for s in SITES[: self.count]:
-            cfg = device_config(s["dev"], 0, lat=s["lat"], lon=s["lon"], acc=s["acc"], site=s["site"], telemetry_s=5)
-            self.sites.append({"cfg": cfg})
+        if sites is None:
+            sites = [{"cfg": device_config(s["dev"], 0, lat=s["lat"], lon=s["lon"], acc=s["acc"], site=s["site"],
+                                           telemetry_s=5)} for s in SITES[: self.count]]
+        self.sites = sites
         say("Starting Báo cháy 114 Edge locally (loopback only):")
         self.start_broker()
         for s in self.sites:
@@ -182,7 +183,8 @@ class Stack:
         self.register_devices()
         self.start_bridge()
         self.start_boards()
-        self.watch()
+        if watch:
+            self.watch()
         (self.dir / STATE).write_text(json.dumps({"boards": {s["cfg"]["dev"]: s["port"] for s in self.sites},
                                                   "intake": self.intake_url, "bridge_config": str(self.bridge_conf)}))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 
@@ -16,18 +17,21 @@ TEST_USER = ("observer", "observer-password")
 class Observer:
     """A paho-mqtt client standing for the bridge side: records what arrives, can publish acks."""
 
-    def __init__(self, broker: Mosquitto, topics=("baochay/v1/+/event", "baochay/v1/+/status")):
+    def __init__(self, broker: Mosquitto, topics=("baochay/v1/+/event", "baochay/v1/+/status"), ca=None):
+        """With `ca`, connect to the broker's TLS listener and check its certificate against it."""
         self.msgs: list[tuple[str, bytes, bool]] = []
         self.cond = threading.Condition()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="observer")
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="observer-tls" if ca else "observer")
         self.c.username_pw_set(*TEST_USER)
+        if ca:
+            self.c.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
         self.c.on_message = self._on_message
         subscribed = threading.Event()
         self.c.on_subscribe = lambda *a: subscribed.set()
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
-        self.c.connect(broker.host, broker.port)
+        self.c.connect(broker.host, broker.tls_port if ca else broker.port)
         self.c.loop_start()
-        assert subscribed.wait(10), "observer could not subscribe"
+        assert subscribed.wait(10), "observer could not subscribe" + (" over TLS" if ca else "")
 
     def _on_message(self, c, u, m):
         with self.cond:

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from integration.support import TEST_USER, Observer, body_of
@@ -25,24 +22,6 @@ from stack.vboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parents[2]
 BRIDGE_USER = ("bridge", "bridge-tls-password")
-
-
-class TlsObserver(Observer):
-    """The integration Observer, connected to the broker's TLS listener and checking its certificate."""
-
-    def __init__(self, broker: Mosquitto, ca: Path, topics=("baochay/v1/+/event", "baochay/v1/+/status")):
-        self.msgs = []
-        self.cond = threading.Condition()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="observer-tls")
-        self.c.username_pw_set(*TEST_USER)
-        self.c.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
-        self.c.on_message = self._on_message
-        subscribed = threading.Event()
-        self.c.on_subscribe = lambda *a: subscribed.set()
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
-        self.c.connect(broker.host, broker.tls_port)
-        self.c.loop_start()
-        assert subscribed.wait(10), "observer could not subscribe over TLS"
 
 
 @pytest.fixture
@@ -62,7 +41,7 @@ def tls_broker(tmp_path, pki):
 
 @pytest.fixture
 def tls_observer(tls_broker, pki):
-    o = TlsObserver(tls_broker, pki.ca_cert)
+    o = Observer(tls_broker, ca=pki.ca_cert)
     yield o
     o.close()
 
