@@ -177,18 +177,17 @@ class Store:
                     # update is not lost, and say so.
                     level = "alarm" if kind == "escalation" else event_type
                     incident_id = self._new_incident(report, STATUS_AFTER[kind], level, now)
-                update_id = self._add_update(incident_id, kind, report, now)
-                response = {
-                    "incident_id": incident_id,
-                    "update_id": update_id,
-                    "kind": kind,
-                    "status": STATUS_AFTER[kind],
-                    "received_at": now,
-                }
+                response = self._update(incident_id, kind, report, now)
                 if orphan:
                     response["note"] = "reference unknown: incident opened from this update"
             self._remember(key, scope, digest, response, now)
             return True, response
+
+    def _update(self, incident_id: str, kind: str, body: dict, now: str) -> dict:
+        """Record one update of an incident; the answer the API gives for it."""
+        update_id = self._add_update(incident_id, kind, body, now)
+        return {"incident_id": incident_id, "update_id": update_id, "kind": kind,
+                "status": STATUS_AFTER[kind], "received_at": now}
 
     def submit_update(self, key: str, incident_id: str, update: dict) -> tuple[bool, dict]:
         """Add an update to an incident once per key. Raises NotFound or Conflict."""
@@ -203,14 +202,7 @@ class Store:
                 raise NotFound(incident_id)
             now = now_rfc3339()
             kind = update["kind"]
-            update_id = self._add_update(incident_id, kind, update, now)
-            response = {
-                "incident_id": incident_id,
-                "update_id": update_id,
-                "kind": kind,
-                "status": STATUS_AFTER[kind],
-                "received_at": now,
-            }
+            response = self._update(incident_id, kind, update, now)
             self._remember(key, scope, digest, response, now)
             return True, response
 

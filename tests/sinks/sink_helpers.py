@@ -100,3 +100,22 @@ class SiaReceiver:
 
     def next_event(self, timeout: float = 5.0):
         return self.events.get(timeout=timeout)
+
+
+class ServedInThread:
+    """Base for the tests' fake receivers: `self.server` (a socketserver) serves on a thread while in
+    a with-block."""
+
+    server: object
+
+    def _serve(self) -> None:
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

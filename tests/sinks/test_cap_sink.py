@@ -1,19 +1,18 @@
 """CapSink delivery: HTTP POST to a command centre's endpoint, or a spool directory."""
 
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cap_check import check
-from sink_helpers import follow_up, make_report
+from sink_helpers import ServedInThread, follow_up, make_report
 
 from bridge.sinks import build_sink
 from bridge.sinks.cap import CapSink
 from stack.ports import free_port
 
 
-class Endpoint:
+class Endpoint(ServedInThread):
     """A loopback HTTP endpoint answering every POST with `status` (after `delay` seconds)."""
 
     def __init__(self, status=201, delay=0.0):
@@ -35,16 +34,8 @@ class Endpoint:
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cap"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self._serve()
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204])

@@ -2,12 +2,11 @@
 
 import dataclasses
 import socketserver
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sink_helpers import make_report
+from sink_helpers import ServedInThread, make_report
 
 from bridge.sinks.dc09 import Dc09Sink
 from bridge.sinks.dc09_frame import crc16_arc, decode, format_ts
@@ -31,7 +30,7 @@ def duh(frame) -> bytes:
     return reply(f'"DUH"{frame.seq}R{frame.receiver}L{frame.line}#{frame.account}[]')
 
 
-class FakeReceiver:
+class FakeReceiver(ServedInThread):
     """Answers each frame with script(frame) (bytes, or None for silence); keeps every frame it got."""
 
     def __init__(self, script, transport="tcp"):
@@ -65,21 +64,13 @@ class FakeReceiver:
             self.server = socketserver.ThreadingUDPServer(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self._serve()
 
     def take(self, raw: bytes):
         frame = decode(raw)
         self.frames.append(frame)
         return self.script(frame)
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 def sink_for(rx, transport="tcp", **options):
