@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
+ROMHOST = Path(__file__).resolve().parent / "romhost.py"
 REBOOT_EXIT = 75
 _PR_SET_PDEATHSIG = 1
 
@@ -55,14 +56,22 @@ def parse_heap(text: str) -> str:
     return f"{int(num) * mult}"
 
 
-def virtual_board_json() -> dict:
-    """The `virtual` entry of boards.yaml, as the /board.json the firmware reads."""
+def virtual_board_json(name: str = "virtual") -> dict:
+    """A virtual entry of boards.yaml, as the /board.json the firmware reads."""
     from .boards import get_board
+    from .errors import ProvisionError
 
-    return get_board("virtual").board_json()
+    try:
+        board = get_board(name)
+    except ProvisionError as e:
+        raise SystemExit(f"error: {e}") from None
+    if not board.is_virtual:
+        raise SystemExit(f"error: board {name!r} is a real board (chip {board.chip}); "
+                         "a virtual board runs only boards.yaml entries with chip: virtual")
+    return board.board_json()
 
 
-def prepare_flash(flash: Path, device_config: Path | None) -> None:
+def prepare_flash(flash: Path, device_config: Path | None, board: str | None = None) -> None:
     """A directory standing for the board's flash: device.json and board.json in place."""
     flash.mkdir(parents=True, exist_ok=True)
     if device_config is not None:
@@ -75,8 +84,8 @@ def prepare_flash(flash: Path, device_config: Path | None) -> None:
         target.chmod(0o600)
     elif not (flash / "device.json").exists():
         raise SystemExit(f"error: {flash} holds no device.json; give --device-config FILE")
-    if not (flash / "board.json").exists():
-        (flash / "board.json").write_text(json.dumps(virtual_board_json()))
+    if board is not None or not (flash / "board.json").exists():
+        (flash / "board.json").write_text(json.dumps(virtual_board_json(board or "virtual")))
 
 
 def _die_with_parent() -> None:
@@ -93,6 +102,7 @@ class Launcher:
         self.stopping = False
         self.restart_reason: str | None = None
         self.src: Path | None = None
+        self.rom: Path | None = None
         self.wdt_timeout = None
         self.last_feed = time.monotonic()
         self.log = open(args.log, "ab", buffering=0) if args.log else None
@@ -186,18 +196,35 @@ class Launcher:
             target.write_bytes(f.data)
         return out
 
+    def build_rom(self) -> Path:
+        """The firmware as a ROMFS image, as a ROMFS-enabled board holds it in its ROM partition."""
+        from .errors import ProvisionError
+        from .image import firmware_files
+        from .romfs import build_romfs
+
+        rom = self.workdir / "rom.img"
+        try:
+            rom.write_bytes(build_romfs(firmware_files(FIRMWARE)))
+        except ProvisionError as e:
+            raise SystemExit(f"error: {e}") from None
+        return rom
+
     def command(self) -> list[str]:
         a = self.args
-        cmd = [micropython_exe()]
+        if a.rom and self.rom is None:
+            self.rom = self.build_rom()
+        cmd = [sys.executable, str(ROMHOST), str(self.rom)] if a.rom else [micropython_exe()]
         if a.heap:
             cmd += ["-X", f"heapsize={a.heap}"]
         cmd.append(str(FIRMWARE / "board" / "vboot.py"))
         if a.image:
             cmd += ["--image", str(Path(a.image).resolve())]
         else:
-            if self.src is None:
+            if self.src is None and not a.rom:
                 self.src = self.compile_firmware()
-            cmd += ["--flash", str(Path(a.flash).resolve()), "--src", str(self.src)]
+            cmd += ["--flash", str(Path(a.flash).resolve())]
+            if not a.rom:
+                cmd += ["--src", str(self.src)]
         return cmd
 
     def start_child(self, reset_cause: str) -> None:
@@ -262,24 +289,33 @@ def main(argv: list[str] | None = None) -> int:
         description="Run one virtual board: the firmware on MicroPython's unix port, its console on a pty.",
         epilog="examples:\n"
         "  baochay-vboard --device-config var/devices/hn-a-0001/device.json --flash var/vboards/hn-a-0001\n"
-        "  baochay-vboard --image build/hn-a-0001/fs.img --heap 64K\n"
+        "  baochay-vboard --device-config dev.json --board virtual-panic --heap 72K\n"
+        "  baochay-vboard --image build/hn-a-0001/fs.img\n"
         "The first line printed is console=<pty>; open it with any serial tool (e.g. pyserial-miniterm).\n"
         "kill -USR1 <pid> cuts the power: the board restarts on the same flash and the same pty.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--device-config", type=Path, help="device.json to install on the board's flash")
     p.add_argument("--flash", type=Path, help="directory standing for the board's flash (kept across runs)")
+    p.add_argument("--board", help="which virtual board of boards.yaml: virtual (default: sensors fitted) "
+                   "or virtual-panic (a panic button alone); kept on the flash across runs")
     p.add_argument("--image", type=Path, help="a LittleFS image built by baochay-provision build: boot from it")
     p.add_argument("--heap", type=parse_heap, help="cap the GC heap, e.g. 64K (MicroPython -X heapsize=)")
+    p.add_argument("--no-rom", dest="rom", action="store_false",
+                   help="load the firmware's .mpy files into the heap from a directory instead of running "
+                   "them in place from a ROMFS image (always so with --image)")
     p.add_argument("--log", help="also append everything the board prints to this file")
     args = p.parse_args(argv)
+    args.rom = args.rom and not args.image
     if args.image:
+        if args.board:
+            p.error("--board goes with --flash: an image built by baochay-provision carries its board")
         if not args.image.is_file():
             p.error(f"image {args.image} not found; build it with baochay-provision build")
     else:
         if args.flash is None:
             args.flash = Path(tempfile.mkdtemp(prefix="vboard-flash-"))
-        prepare_flash(args.flash, args.device_config)
+        prepare_flash(args.flash, args.device_config, args.board)
     return Launcher(args).run()
 
 

@@ -19,12 +19,13 @@ class VirtualBoard:
     """One `baochay-vboard` process. `flash` persists across stop/start, like a board's flash."""
 
     def __init__(self, flash: Path, device_config: Path | None = None, heap: str | None = None,
-                 image: Path | None = None, log: Path | None = None):
+                 image: Path | None = None, log: Path | None = None, board: str | None = None):
         self.flash = Path(flash)
         self.device_config = device_config
         self.heap = heap
         self.image = image
         self.log = log
+        self.board = board
         self.proc: subprocess.Popen | None = None
         self.port: str | None = None
         self.console: Console | None = None
@@ -37,6 +38,8 @@ class VirtualBoard:
             cmd += ["--flash", str(self.flash)]
             if self.device_config:
                 cmd += ["--device-config", str(self.device_config)]
+            if self.board:
+                cmd += ["--board", self.board]
         if self.heap:
             cmd += ["--heap", self.heap]
         if self.log:

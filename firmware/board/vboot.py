@@ -1,6 +1,7 @@
 # Boot of the virtual board (MicroPython unix port), the counterpart of the ESP32's boot sequence:
 # mount the flash, make it the working directory, run main.py.
-#   micropython vboot.py --flash DIR --src FIRMWARE_DIR   (a directory as flash, sources from the repo)
+#   micropython vboot.py --flash DIR --src FIRMWARE_DIR   (a directory as flash, .mpy files from a directory)
+#   python romhost.py ROM.IMG vboot.py --flash DIR          (firmware in place from a ROMFS image, /rom)
 #   micropython vboot.py --image FS.IMG [--blocks N]       (a built LittleFS image, firmware from it)
 import os
 import sys
@@ -16,6 +17,16 @@ def _arg(name, default=None):
 
 here = __file__.rsplit("/", 1)[0]
 sys.path[:] = [p for p in sys.path if p not in (here, "")]
+rom = os.getenv("BAOCHAY_ROM")
+if rom:
+    # The firmware as a ROMFS image mapped outside the heap (provisioning/romhost.py): mounted and
+    # searched first, as a MicroPython build with ROMFS does at start-up.
+    import uctypes
+    import vfs
+
+    addr, size = rom.split(":")
+    vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(addr), int(size))), "/rom")  # type: ignore[attr-defined]  # unix port only
+    sys.path[:0] = ["/rom", "/rom/lib"]
 image = _arg("--image")
 if image:
     import vfs
@@ -30,6 +41,8 @@ if image:
     sys.path[:0] = ["/flash", "/flash/lib"]
 else:
     os.chdir(_arg("--flash", "."))
-    sys.path.insert(0, _arg("--src", here + "/.."))
+    src = _arg("--src", None if rom else here + "/..")
+    if src:
+        sys.path.insert(0, src)
 
 import main  # noqa: E402,F401
