@@ -3,8 +3,8 @@
 import asyncio
 import gc
 import json
+import sys
 
-import config as configmod
 from callpoint import CallPoint
 from clock import Clock
 from compat import ticks_diff, ticks_ms
@@ -52,11 +52,19 @@ class App:
         boot = self.counters.next("boot")
         self.clock = Clock(boot)
         self.indicator = Indicator(b.led, b.buzzer)
+        # The validator is needed once: unloaded after boot, it leaves its heap to the running device.
+        import config
+
         try:
-            board_cfg = configmod.load_board(self.dir + "/board.json")
-            self.cfg = cfg = configmod.load(self.dir + "/device.json")
-        except configmod.ConfigError as e:
-            await self._config_fault(str(e))
+            board_cfg = config.load_board(self.dir + "/board.json")
+            self.cfg = cfg = config.load(self.dir + "/device.json")
+            err = None
+        except config.ConfigError as e:
+            err = str(e)
+        del config
+        sys.modules.pop("config", None)
+        if err:
+            await self._config_fault(err)
             return
         b.setup(board_cfg, cfg)
         self.rig = bool(cfg["test_rig"]) or b.name == "virtual"
@@ -175,12 +183,18 @@ class App:
         self._wake.set()
         return eid
 
-    def _pending(self):
-        items = self.outbox.pending()
+    def _queue(self):
+        """Counters of the events the bridge has not stored yet, oldest first."""
+        ctrs = self.outbox.ctrs()
         if self._ram:
-            items = items + self._ram
-            items.sort(key=lambda x: x[0])
-        return items
+            ctrs = sorted(ctrs + [c for c, _ in self._ram])
+        return ctrs
+
+    def _frame(self, ctr):
+        for c, frame in self._ram:
+            if c == ctr:
+                return frame
+        return self.outbox.read(ctr)
 
     async def _sender(self):
         """Publish the outbox in counter order; resend what the bridge has not stored in time."""
@@ -191,10 +205,14 @@ class App:
                 pass
             self._wake.clear()
             now = ticks_ms()
-            for ctr, frame in self._pending():
+            # One frame in RAM at a time: the outbox may hold many, and the heap is small.
+            for ctr in self._queue():
                 at = self._sent_at.get(ctr)
                 if at is not None and ticks_diff(now, at) < ACK_TIMEOUT_MS:
                     continue
+                frame = self._frame(ctr)
+                if frame is None:
+                    continue  # stored and removed while an earlier one was being sent
                 ok = await self.mq.publish(self.topic + "event", frame, qos=1)
                 if ok:
                     self._sent_at[ctr] = ticks_ms()

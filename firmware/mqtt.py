@@ -150,7 +150,7 @@ class MQTTClient:
         if self._stop:
             return False
         pid = self._next_pid()
-        out = _Out(pid, bytearray(mc.publish(topic, payload, 1, retain, pid)))
+        out = _Out(pid, mc.publish(topic, payload, 1, retain, pid))
         self._pending.append(out)
         conn = self._conn
         if self._up and conn is not None:

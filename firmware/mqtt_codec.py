@@ -1,5 +1,6 @@
 # MQTT 3.1.1 packets (OASIS standard, 29 Oct 2014): pure encode/decode, no I/O.
-# Runs on MicroPython and CPython alike; the client in mqtt.py and the test brokers build on it.
+# Runs on MicroPython and CPython alike; the client in mqtt.py builds on it. Only what a client
+# sends and parses is here (the firmware carries it); the broker's half is in tests/core/broker_codec.py.
 
 CONNECT = 1
 CONNACK = 2
@@ -101,19 +102,28 @@ def connect(client_id, user=None, password=None, keepalive=30, clean=True, will=
     return _packet(0x10, b"\x00\x04MQTT\x04" + bytes((flags,)) + _u16(keepalive) + tail)
 
 
-def connack(session_present, code):
-    return bytes((0x20, 2, 1 if session_present else 0, code))
-
-
 def publish(topic, payload, qos=0, retain=False, pid=0, dup=False):
+    """PUBLISH as one bytearray (the client sets DUP in place on a resend); the payload is copied
+    once, straight into it, so a large frame needs no intermediate copies on a small heap."""
     if qos not in (0, 1, 2):
         raise ValueError("qos must be 0, 1 or 2")
-    first = 0x30 | (qos << 1) | (0x01 if retain else 0) | (0x08 if dup and qos else 0)
-    var = _str(topic)
     if qos:
         _check_pid(pid)
-        var += _u16(pid)
-    return _packet(first, var + bytes(payload))
+    first = 0x30 | (qos << 1) | (0x01 if retain else 0) | (0x08 if dup and qos else 0)
+    t = topic.encode() if isinstance(topic, str) else topic
+    if len(t) > 0xFFFF:
+        raise ValueError("string longer than 65535 bytes")
+    n = 2 + len(t) + (2 if qos else 0) + len(payload)
+    head = bytes((first,)) + encode_length(n) + _u16(len(t))
+    out = bytearray(len(head) + n - 2)
+    out[:len(head)] = head
+    i = len(head) + len(t)
+    out[len(head):i] = t
+    if qos:
+        out[i:i + 2] = _u16(pid)
+        i += 2
+    out[i:] = payload
+    return out
 
 
 def _pid_packet(first, pid):
@@ -127,10 +137,6 @@ def puback(pid):
 
 def pubrec(pid):
     return _pid_packet(0x50, pid)
-
-
-def pubrel(pid):
-    return _pid_packet(0x62, pid)
 
 
 def pubcomp(pid):
@@ -150,17 +156,8 @@ def subscribe(pid, topics):
     return _packet(0x82, body)
 
 
-def suback(pid, codes):
-    _check_pid(pid)
-    return _packet(0x90, _u16(pid) + bytes(codes))
-
-
 def pingreq():
     return b"\xc0\x00"
-
-
-def pingresp():
-    return b"\xd0\x00"
 
 
 def disconnect():
@@ -307,43 +304,3 @@ def parse_suback(body):
         if c not in (0, 1, 2, 0x80):
             raise MalformedPacket("bad SUBACK code %d" % c)
     return pid, codes
-
-
-def parse_connect(body):
-    """The broker side (test brokers): -> dict of the CONNECT fields."""
-    proto, i = _take_bytes(body, 0)
-    if proto != b"MQTT" or i + 4 > len(body) or body[i] != 4:
-        raise MalformedPacket("not MQTT 3.1.1")
-    flags = body[i + 1]
-    if flags & 1:
-        raise MalformedPacket("reserved CONNECT flag")
-    keepalive, i = _take_u16(body, i + 2)
-    cid, i = _take_str(body, i)
-    out = {"client_id": cid, "clean": bool(flags & 2), "keepalive": keepalive,
-           "will": None, "user": None, "password": None}
-    if flags & 4:
-        wtopic, i = _take_str(body, i)
-        wpayload, i = _take_bytes(body, i)
-        out["will"] = (wtopic, wpayload, (flags >> 3) & 3, bool(flags & 0x20))
-    if flags & 0x80:
-        out["user"], i = _take_str(body, i)
-    if flags & 0x40:
-        out["password"], i = _take_bytes(body, i)
-    if i != len(body):
-        raise MalformedPacket("trailing bytes in CONNECT")
-    return out
-
-
-def parse_subscribe(body):
-    """The broker side: -> (pid, [(filter, qos)])."""
-    pid, i = _take_u16(body, 0)
-    topics = []
-    while i < len(body):
-        t, i = _take_str(body, i)
-        if i >= len(body):
-            raise MalformedPacket("truncated SUBSCRIBE")
-        topics.append((t, body[i]))
-        i += 1
-    if pid == 0 or not topics:
-        raise MalformedPacket("bad SUBSCRIBE")
-    return pid, topics

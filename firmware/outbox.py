@@ -65,16 +65,16 @@ class Outbox:
                 pass
             return False
 
-    def pending(self):
-        """[(ctr, frame)] oldest first."""
-        out = []
-        for n in self._names():
+    def read(self, ctr):
+        """One event's frame, or None when it is no longer here."""
+        for suffix in (".k", ".e"):
+            path = "%s/%08d%s" % (self.dir, ctr, suffix)
             try:
-                with open(self.dir + "/" + n, "rb") as f:
-                    out.append((int(n[:8]), f.read()))
-            except (OSError, ValueError):
+                with open(path, "rb") as f:
+                    return f.read(os.stat(path)[6])  # one buffer of the exact size
+            except OSError:
                 pass
-        return out
+        return None
 
     def ctrs(self):
         return [int(n[:8]) for n in self._names()]

@@ -2,18 +2,31 @@
 # A pattern is a list of (led, buzzer, ms) steps played in a loop; `once` patterns stop at the end.
 from compat import ticks_diff
 
+# Each pattern is one string so it stays in flash with the bytecode (a table of tuples would be
+# rebuilt in RAM at import): steps separated by spaces, each "L" (LED on) and/or "B" (buzzer on)
+# followed by its duration in ms; a final step of 0 ms is steady.
 PATTERNS = {
-    "idle": ((1, 0, 60), (0, 0, 4940)),
-    "alarm": ((1, 1, 100), (0, 1, 100)),
-    "sent": ((1, 1, 150), (0, 1, 150)),
-    "stored": ((1, 1, 80), (1, 0, 420), (0, 0, 500)),
-    "accepted": ((1, 1, 150), (1, 0, 150), (1, 1, 150), (1, 0, 150), (1, 1, 150), (1, 0, 0)),
-    "failed": ((1, 1, 120), (0, 1, 120), (1, 1, 120), (0, 0, 640)),
-    "cancelled": ((0, 1, 200), (0, 0, 0)),
-    "fault": ((1, 0, 50), (0, 0, 1950)),
-    "identify": ((1, 0, 250), (0, 0, 250)),
+    "idle": "L60 4940",
+    "alarm": "LB100 B100",
+    "sent": "LB150 B150",
+    "stored": "LB80 L420 500",
+    "accepted": "LB150 L150 LB150 L150 LB150 L0",
+    "failed": "LB120 B120 LB120 640",
+    "cancelled": "B200 0",
+    "fault": "L50 1950",
+    "identify": "L250 250",
 }
 ONCE = ("accepted", "cancelled")
+
+
+def steps(pattern):
+    """A pattern as (led, buzzer, ms) steps: "LB100 B100" -> [(1, 1, 100), (0, 1, 100)]."""
+    out = []
+    for step in pattern.split():
+        ms = step.lstrip("LB")
+        head = step[:len(step) - len(ms)]
+        out.append((int("L" in head), int("B" in head), int(ms)))
+    return out
 
 
 class Indicator:
@@ -30,7 +43,7 @@ class Indicator:
         if state == self.state:
             return False
         self.state = state
-        self._steps = PATTERNS.get(state, PATTERNS["fault"])
+        self._steps = steps(PATTERNS.get(state, PATTERNS["fault"]))
         self._i = 0
         self._at = now
         self._apply()

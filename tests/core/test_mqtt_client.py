@@ -3,6 +3,7 @@
 import asyncio
 import sys
 
+import broker_codec as bc
 import mqtt_codec as mc
 from mqtt import MQTTClient
 
@@ -51,8 +52,8 @@ class Peer:
         """Read CONNECT, answer CONNACK; returns the parsed CONNECT."""
         p = await self.recv()
         assert p is not None and p[0] == mc.CONNECT, p
-        await self.send(mc.connack(session_present, code))
-        return mc.parse_connect(p[2])
+        await self.send(bc.connack(session_present, code))
+        return bc.parse_connect(p[2])
 
     async def serve(self, broker, ack=True):
         """Behave like a normal broker until the client goes away or sends DISCONNECT."""
@@ -67,12 +68,12 @@ class Peer:
                 if msg[2] == 1 and ack:
                     await self.send(mc.puback(msg[5]))
             elif ptype == mc.SUBSCRIBE:
-                pid, topics = mc.parse_subscribe(body)
+                pid, topics = bc.parse_subscribe(body)
                 broker.subscribed.append(topics)
-                await self.send(mc.suback(pid, [q for _, q in topics]))
+                await self.send(bc.suback(pid, [q for _, q in topics]))
             elif ptype == mc.PINGREQ:
                 broker.pings += 1
-                await self.send(mc.pingresp())
+                await self.send(bc.pingresp())
             elif ptype == mc.DISCONNECT:
                 broker.disconnects += 1
                 return
@@ -200,9 +201,9 @@ async def test_subscriptions_and_incoming_messages():
         broker.connects.append(await peer.accept())
         p = await peer.recv()
         assert p[0] == mc.SUBSCRIBE
-        pid, topics = mc.parse_subscribe(p[2])
+        pid, topics = bc.parse_subscribe(p[2])
         broker.subscribed.append(topics)
-        await peer.send(mc.suback(pid, [1, 0x80]))
+        await peer.send(bc.suback(pid, [1, 0x80]))
         await peer.send(mc.publish("a/dev-1", b"first", 1, False, 77))
         p = await peer.recv()
         broker.other.append(("after first", p))
@@ -213,7 +214,7 @@ async def test_subscriptions_and_incoming_messages():
         # QoS 2 (never asked for) is answered minimally: PUBREC, then PUBCOMP for the PUBREL
         await peer.send(mc.publish("c/dev-1", b"two", 2, False, 5))
         broker.other.append(("after qos2", await peer.recv()))
-        await peer.send(mc.pubrel(5))
+        await peer.send(bc.pubrel(5))
         broker.other.append(("after pubrel", await peer.recv()))
         await peer.serve(broker)
 

@@ -209,3 +209,43 @@ def test_scenario_within_64k_data_heap(make_board, observer):
     assert heap["peak"] <= 192 * 1024
     assert vb.request("outbox")["ids"] == []
     assert vb.proc.poll() is None
+
+
+# The smallest cap under which a panic button runs the whole scenario on the 64-bit unix port with
+# its firmware in ROM (docs/performance.md, "Firmware memory"); the target is 64K.
+PANIC_HEAP = "72K"
+
+
+def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, broker):
+    vb = make_board("hn-a-0013", heap=PANIC_HEAP, board="virtual-panic", hold_cancel_ms=800)
+    assert vb.request("status")["sensors"] == []
+    observer.wait(lambda m: m[0] == "baochay/v1/hn-a-0013/status" and b'"online"' in m[1])
+    # press -> a signed alarm; ack -> the indicator follows
+    vb.request("press", ms=80)
+    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0013/event"))
+    alarm = verify(frame, vb.cfg["key"])
+    time.sleep(0.3)
+    mark = vb.console.mark()
+    ack(observer, vb, alarm["id"], "stored")
+    wait_indicator(vb, "stored", since=mark)
+    # a long hold -> cancel, referring to the alarm
+    vb.request("press", ms=1200)
+    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0013/event") and body_of(m[1])["type"] == "cancel")
+    assert verify(frame, vb.cfg["key"])["ref"] == alarm["id"]
+    ack(observer, vb, body_of(frame)["id"], "stored")
+    vb.console.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up" and m["ms"] > 1000, 5)
+    # broker down -> press -> SIGKILL before delivery -> same flash, broker back: the same event, once
+    broker.stop()
+    vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "down", 30)
+    vb.request("press", ms=80)
+    ev = vb.console.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "alarm" and m["id"] != alarm["id"], 5)
+    vb.power_cut()
+    broker.start()
+    observer.wait(lambda m: m[0].endswith("hn-a-0013/event") and body_of(m[1])["id"] == ev["id"], timeout=40)
+    ack(observer, vb, ev["id"], "stored")
+    time.sleep(1)
+    assert [body_of(f)["id"] for f in observer.events("hn-a-0013")].count(ev["id"]) == 1
+    heap = vb.request("heap")
+    assert 0 < heap["base"] < heap["peak"] <= int(PANIC_HEAP[:-1]) * 1024, heap
+    assert vb.request("outbox")["ids"] == []
+    assert vb.proc.poll() is None
