@@ -26,6 +26,7 @@ DEFAULTS = {
     "base_s": 600.0,
     "clear_k": 3.0,
 }
+_EPS = 1e-6  # K: far below any sensor's resolution
 HIST_STEP_S = 4  # spacing of the rate-of-rise history: 16 entries cover the 60 s window
 MIN_C = -40.0
 MAX_C = 125.0
@@ -98,7 +99,8 @@ class HeatDetector:
 
         rise = self._rise_over(h, w, t_s, v)
         ror = rise is not None and rise >= s["ror_k"]
-        jump = t_s - r[0][0] <= s["jump_s"] and temp_c - min(x[1] for x in r) >= s["jump_k"]
+        # _EPS: a rise of exactly jump_k must not miss by a float rounding (20.000000000000004 + 20 - ...)
+        jump = t_s - r[0][0] <= s["jump_s"] and temp_c - min(x[1] for x in r) >= s["jump_k"] - _EPS
 
         if v >= s["alarm_c"]:
             new, cause = "alarm", "static"
