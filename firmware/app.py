@@ -67,6 +67,8 @@ class App:
             await self._config_fault(err)
             return
         b.setup(board_cfg, cfg)
+        for unused in ("site", "key"):  # kept by the bridge / parsed into key_bytes: no RAM for them here
+            cfg.pop(unused, None)
         self.rig = bool(cfg["test_rig"]) or b.name == "virtual"
         self.dev = cfg["dev"]
         self.topic = "baochay/v1/%s/" % self.dev
@@ -206,6 +208,7 @@ class App:
             self._wake.clear()
             now = ticks_ms()
             # One frame in RAM at a time: the outbox may hold many, and the heap is small.
+            sent = False
             for ctr in self._queue():
                 at = self._sent_at.get(ctr)
                 if at is not None and ticks_diff(now, at) < ACK_TIMEOUT_MS:
@@ -214,16 +217,24 @@ class App:
                 if frame is None:
                     continue  # stored and removed while an earlier one was being sent
                 ok = await self.mq.publish(self.topic + "event", frame, qos=1)
+                sent = True
                 if ok:
                     self._sent_at[ctr] = ticks_ms()
                     eid = "%s-%08d" % (self.dev, ctr)
                     if at is None:
                         self.console.emit("sent", id=eid)
                         self._progress(eid, "sent")
+            if sent:
+                # A quiet point: collect now, so what lives on is placed in a compact heap rather
+                # than among the garbage of the send (a small heap fails by fragmentation first).
+                gc.collect()
 
     def _progress(self, eid, stage, incident=None):
         if STAGE_RANK.get(stage, 0) > STAGE_RANK.get(self._stage.get(eid, ""), 0):
             self._stage[eid] = stage
+            if len(self._stage) > 8:  # bounded: the active alarm's stage is the one shown
+                keep = self.cp.alarm_id
+                self._stage = {k: v for k, v in self._stage.items() if k == keep or k == eid}
         if self.cp.progress(eid, stage, incident):
             self._show()
 
@@ -259,6 +270,7 @@ class App:
             self._on_ack(msg)
         elif topic == self.topic + "cmd":
             self._on_cmd(msg)
+        gc.collect()  # a quiet point, as after a send
 
     def _on_mqtt_state(self, connected, detail):
         if connected == self._mq_up:

@@ -37,11 +37,26 @@ class _Conn:
         self.reader = reader
         self.writer = writer
         self.dec = mc.Decoder(max_packet)
+        # One receive buffer for the connection's life, where the stream can fill it in place
+        # (MicroPython's can; CPython's has no readinto): no fresh buffer per read on a small heap.
+        self.rx = memoryview(bytearray(_CHUNK)) if hasattr(reader, "readinto") else None
         now = ticks_ms()
         self.last_rx = self.last_tx = self.last_ping = now
         self.dead = None  # reason, once the connection is known to be unusable
         self.acked = False  # CONNACK accepted: subscriptions made from now on are sent at once
         self.task = None
+
+    async def recv(self):
+        """Bytes from the broker (empty when it closed the connection); they go to the decoder."""
+        if self.rx is None:
+            data = await self.reader.read(_CHUNK)
+        else:
+            n = await self.reader.readinto(self.rx)
+            data = self.rx[:n] if n else b""
+        if data:
+            self.last_rx = ticks_ms()
+            self.dec.feed(data)
+        return bool(data)
 
     def kill(self, reason):
         if self.dead is None:
@@ -299,12 +314,9 @@ class MQTTClient:
             while not conn.dead:
                 p = conn.dec.next()
                 if p is None:
-                    data = await conn.reader.read(_CHUNK)
-                    if not data:
+                    if not await conn.recv():
                         conn.kill("closed by the broker")
                         return
-                    conn.last_rx = ticks_ms()
-                    conn.dec.feed(data)
                     continue
                 await self._dispatch(conn, p[0], p[1], p[2])
         except mc.MalformedPacket as e:
@@ -318,11 +330,8 @@ class MQTTClient:
             p = conn.dec.next()
             if p is not None:
                 return p
-            data = await conn.reader.read(_CHUNK)
-            if not data:
+            if not await conn.recv():
                 raise OSError("closed by the broker")
-            conn.last_rx = ticks_ms()
-            conn.dec.feed(data)
 
     async def _dispatch(self, conn, ptype, flags, body):
         if ptype == mc.PUBLISH:

@@ -37,10 +37,15 @@ class Signer:
         return hexlify(self.digest(msg)).decode()
 
     def frame(self, body):
-        """body (bytes, no line feed) -> the signed frame bytes sent on the wire."""
+        """body (bytes, no line feed) -> the signed frame sent on the wire (a bytearray)."""
         if b"\n" in body:
             raise ValueError("body contains a line feed")
-        return body + b"\n" + hexlify(self.digest(body))
+        n = len(body)
+        out = bytearray(n + 65)  # one buffer, not a copy per concatenation: the heap is small
+        out[:n] = body
+        out[n] = 10
+        out[n + 1:] = hexlify(self.digest(body))
+        return out
 
     def open(self, frame):
         """Signed frame -> body bytes, or None when it is malformed or the signature fails."""

@@ -52,8 +52,10 @@ def say(msg: str) -> None:
 
 
 class Stack:
-    def __init__(self, workdir: Path, count: int, keep_consoles: bool = False, heap: str | None = None):
+    def __init__(self, workdir: Path, count: int, keep_consoles: bool = False, heap: str | None = None,
+                 board: str = "virtual"):
         self.heap = heap
+        self.board = board  # which virtual entry of boards.yaml every board runs
         self.dir = workdir
         self.count = count
         self.keep_consoles = keep_consoles
@@ -108,7 +110,7 @@ class Stack:
         reg = Registry(self.dir / "bridge.db")
         for s in self.sites:
             cfg, site = s["cfg"], s["cfg"]["site"]
-            reg.upsert({"id": cfg["dev"], "key": cfg["key"], "board": "virtual", "lat": cfg["loc"]["lat"],
+            reg.upsert({"id": cfg["dev"], "key": cfg["key"], "board": self.board, "lat": cfg["loc"]["lat"],
                         "lon": cfg["loc"]["lon"], "acc": cfg["loc"]["acc"], "supervision": "mains", **site})
         reg.close()
 
@@ -132,7 +134,7 @@ class Stack:
             cfg = s["cfg"]
             path = write_device(cfg, self.dir / "devices" / cfg["dev"])
             vb = VirtualBoard(self.dir / "flash" / cfg["dev"], device_config=path, heap=self.heap,
-                              log=self.dir / f"{cfg['dev']}.log")
+                              log=self.dir / f"{cfg['dev']}.log", board=self.board)
             vb.start()
             if not self.keep_consoles:
                 vb.console.close()  # leave the port free for `make press` and serial tools

@@ -211,8 +211,9 @@ def test_scenario_within_64k_data_heap(make_board, observer):
     assert vb.proc.poll() is None
 
 
-# The smallest cap under which a panic button runs the whole scenario on the 64-bit unix port with
-# its firmware in ROM (docs/performance.md, "Firmware memory"); the target is 64K.
+# The firmware in ROM (as an ESP32 build with ROMFS or frozen modules), everything else in the heap of
+# the 64-bit unix port. The target is 64 KB; about 60 KB is live once connected, so the test caps at
+# 72 KB, where it runs with room to spare (docs/performance.md, "Firmware memory").
 PANIC_HEAP = "72K"
 
 
@@ -246,6 +247,8 @@ def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, brok
     time.sleep(1)
     assert [body_of(f)["id"] for f in observer.events("hn-a-0013")].count(ev["id"]) == 1
     heap = vb.request("heap")
-    assert 0 < heap["base"] < heap["peak"] <= int(PANIC_HEAP[:-1]) * 1024, heap
+    cap = int(PANIC_HEAP[:-1]) * 1024
+    assert 0 < heap["base"] < heap["peak"] <= cap and heap["alloc"] + heap["free"] <= cap, heap
     assert vb.request("outbox")["ids"] == []
     assert vb.proc.poll() is None
+    assert b"MemoryError" not in vb.log.read_bytes(), "the heap ran out somewhere in the scenario"
