@@ -225,7 +225,7 @@ def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, brok
     vb.request("press", ms=80)
     _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0013/event"))
     alarm = verify(frame, vb.cfg["key"])
-    time.sleep(0.3)
+    vb.console.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up", 5)
     mark = vb.console.mark()
     ack(observer, vb, alarm["id"], "stored")
     wait_indicator(vb, "stored", since=mark)
