@@ -179,18 +179,22 @@ class Launcher:
             os.close(keep)
 
     # -- the firmware process ---------------------------------------------------------------
-    def compile_firmware(self) -> Path:
+    @staticmethod
+    def firmware_files() -> list:
         """The firmware as a real board runs it: .mpy modules (main.py stays source). Compiling here
         also keeps the compiler off the board's capped heap."""
         from .errors import ProvisionError
         from .image import firmware_files
 
-        out = self.workdir / "fw"
         try:
-            files = firmware_files(FIRMWARE)
+            return firmware_files(FIRMWARE)
         except ProvisionError as e:
             raise SystemExit(f"error: {e}") from None
-        for f in files:
+
+    def compile_firmware(self) -> Path:
+        """The .mpy modules in a directory, for --no-rom."""
+        out = self.workdir / "fw"
+        for f in self.firmware_files():
             target = out / f.path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(f.data)
@@ -198,15 +202,10 @@ class Launcher:
 
     def build_rom(self) -> Path:
         """The firmware as a ROMFS image, as a ROMFS-enabled board holds it in its ROM partition."""
-        from .errors import ProvisionError
-        from .image import firmware_files
         from .romfs import build_romfs
 
         rom = self.workdir / "rom.img"
-        try:
-            rom.write_bytes(build_romfs(firmware_files(FIRMWARE)))
-        except ProvisionError as e:
-            raise SystemExit(f"error: {e}") from None
+        rom.write_bytes(build_romfs(self.firmware_files()))
         return rom
 
     def command(self) -> list[str]:
