@@ -19,13 +19,15 @@ class VirtualBoard:
     """One `baochay-vboard` process. `flash` persists across stop/start, like a board's flash."""
 
     def __init__(self, flash: Path, device_config: Path | None = None, heap: str | None = None,
-                 image: Path | None = None, log: Path | None = None, board: str | None = None):
+                 image: Path | None = None, log: Path | None = None, board: str | None = None,
+                 rom: bool = True):
         self.flash = Path(flash)
         self.device_config = device_config
         self.heap = heap
         self.image = image
         self.log = log
         self.board = board
+        self.rom = rom  # False: the .mpy modules are loaded into the heap (baochay-vboard --no-rom)
         self.proc: subprocess.Popen | None = None
         self.port: str | None = None
         self.console: Console | None = None
@@ -42,6 +44,8 @@ class VirtualBoard:
                 cmd += ["--board", self.board]
         if self.heap:
             cmd += ["--heap", self.heap]
+        if not self.rom:
+            cmd.append("--no-rom")
         if self.log:
             cmd += ["--log", str(self.log)]
         return cmd

@@ -30,13 +30,13 @@ def make_board(broker, tmp_path):
     """make_board(dev, **config overrides) -> a started VirtualBoard registered on the broker."""
     boards: list[VirtualBoard] = []
 
-    def make(dev="hn-a-0001", heap=None, start=True, board=None, **overrides):
+    def make(dev="hn-a-0001", heap=None, start=True, board=None, rom=True, **overrides):
         cfg = device_config(dev, broker.port, **overrides)
         broker.add_user(dev, cfg["mqtt"]["password"])
         broker.reload()
         path = write_device(cfg, tmp_path / "devices" / dev)
         vb = VirtualBoard(tmp_path / "flash" / dev, device_config=path, heap=heap, log=tmp_path / f"{dev}.log",
-                          board=board)
+                          board=board, rom=rom)
         vb.cfg = cfg
         boards.append(vb)
         if start:

@@ -252,3 +252,16 @@ def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, brok
     assert vb.request("outbox")["ids"] == []
     assert vb.proc.poll() is None
     assert b"MemoryError" not in vb.log.read_bytes(), "the heap ran out somewhere in the scenario"
+
+
+def test_firmware_in_rom_keeps_its_bytecode_out_of_the_heap(make_board, observer):
+    in_rom = make_board("hn-a-0015", board="virtual-panic")
+    in_heap = make_board("hn-a-0016", board="virtual-panic", rom=False)
+    for vb in (in_rom, in_heap):
+        topic = f"baochay/v1/{vb.cfg['dev']}/"
+        observer.wait(lambda m, t=topic: m[0] == t + "status" and b'"online"' in m[1])
+        vb.request("press", ms=80)
+        observer.wait(lambda m, t=topic: m[0] == t + "event")
+    rom, heap = in_rom.request("heap"), in_heap.request("heap")
+    # the panic button's .mpy bytecode is about 25 KB of heap on the unix port (50 vs 75 KB at boot)
+    assert heap["base"] - rom["base"] > 10 * 1024, (rom, heap)
