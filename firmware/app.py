@@ -7,7 +7,7 @@ import sys
 
 from callpoint import CallPoint
 from clock import Clock
-from compat import ticks_diff, ticks_ms
+from compat import ticks_add, ticks_diff, ticks_ms
 from console import Console
 from drivers.button import Debouncer
 from drivers.indicator import Indicator
@@ -40,7 +40,9 @@ class App:
         self._ram = []  # events flash refused: still sent, from RAM
         self._sent_at = {}  # ctr -> ticks of PUBACK, until the bridge stores it
         self._stage = {}  # event id -> best stage seen
-        self._heartbeat = ticks_ms()
+        self._fed = ticks_ms()
+        self._owe_alarm = self._owe_cancel = False  # a button event the heap refused: raised next pass
+        self.lowmem = 0  # MemoryErrors survived (a fragmented heap); shown by `heap` and `status`
         self._identify_until = None
         self._wake = asyncio.Event()
         self.last_event = None
@@ -85,8 +87,10 @@ class App:
         if b.reset_cause == "wdt":
             self.raise_event("fault", "watchdog", {"detail": "restarted by the watchdog"})
         self._make_client()
-        tasks = [self._console_loop(), self._button_loop(), self._sender(), self._watchdog(),
-                 self._telemetry(), self._network(), self.mq.run()]
+        for held in ("mqtt", "key_bytes"):  # the client and the signer hold what they need of these
+            cfg.pop(held, None)
+        # Few tasks: each one's frame and its task object live in the heap for the device's life.
+        tasks = [self._console_loop(), self._button_loop(), self._sender(), self._housekeeping(), self.mq.run()]
         if self.sensing:
             tasks.append(self.sensing.run())
         if self.outbox.ctrs():
@@ -157,7 +161,7 @@ class App:
             keepalive=m["keepalive"], clean=False, will=(self.topic + "status", offline, 1, True),
             ssl=m["tls"], cadata=m.get("ca_der"), tls_insecure=m["tls_insecure"],
             server_hostname=m["server_hostname"], on_message=self._on_message, on_state=self._on_mqtt_state,
-            on_connect=self._on_connect, link=self.board,
+            on_connect=self._birth, link=self.board,
         )
         self.mq.subscribe(self.topic + "ack", 1)
         self.mq.subscribe(self.topic + "cmd", 1)
@@ -175,14 +179,19 @@ class App:
         if not self.outbox.put(ctr, type, frame):
             self._ram.append((ctr, frame))
             self.console.emit("fault", cause="outbox", detail="flash refused the event; sending from RAM")
+        frame = None
         self.last_event = eid
-        self.console.emit("event", id=eid, type=type, cause=cause)
+        self._wake.set()
+        # The event is safe from here on: a heap too fragmented for the console line costs the line.
+        try:
+            self.console.emit("event", id=eid, type=type, cause=cause)
+        except MemoryError:
+            self.lowmem += 1
         if type == "alarm" and cause != "button":
             self.cp.raised("alarm", eid)
             self.cp.indicator = "alarm"
             self.cp.alarm_at = ticks_ms()
             self._show()  # the sounder starts before the network is even tried
-        self._wake.set()
         return eid
 
     def _queue(self):
@@ -202,32 +211,42 @@ class App:
         """Publish the outbox in counter order; resend what the bridge has not stored in time."""
         while True:
             try:
-                await asyncio.wait_for_ms(self._wake.wait(), 1000)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            now = ticks_ms()
-            # One frame in RAM at a time: the outbox may hold many, and the heap is small.
-            sent = False
-            for ctr in self._queue():
-                at = self._sent_at.get(ctr)
-                if at is not None and ticks_diff(now, at) < ACK_TIMEOUT_MS:
-                    continue
-                frame = self._frame(ctr)
-                if frame is None:
-                    continue  # stored and removed while an earlier one was being sent
-                ok = await self.mq.publish(self.topic + "event", frame, qos=1)
-                sent = True
-                if ok:
-                    self._sent_at[ctr] = ticks_ms()
-                    eid = "%s-%08d" % (self.dev, ctr)
-                    if at is None:
-                        self.console.emit("sent", id=eid)
-                        self._progress(eid, "sent")
-            if sent:
-                # A quiet point: collect now, so what lives on is placed in a compact heap rather
-                # than among the garbage of the send (a small heap fails by fragmentation first).
-                gc.collect()
+                await self._wake.wait()  # set by a new event, a connect, and by the main loop twice a second
+                self._wake.clear()
+                await self._send_due()
+            except MemoryError:  # (even awaiting a coroutine allocates)
+                self._low_memory()  # the events stay in the outbox: tried again on the next wake
+
+    async def _send_due(self):
+        now = ticks_ms()
+        # One frame in RAM at a time: the outbox may hold many, and the heap is small.
+        sent = False
+        for ctr in self._queue():
+            at = self._sent_at.get(ctr)
+            if at is not None and ticks_diff(now, at) < ACK_TIMEOUT_MS:
+                continue
+            frame = self._frame(ctr)
+            if frame is None:
+                continue  # stored and removed while an earlier one was being sent
+            ok = await self.mq.publish(self.topic + "event", frame, qos=1)
+            frame = None
+            sent = True
+            if ok:
+                self._sent_at[ctr] = ticks_ms()
+                eid = "%s-%08d" % (self.dev, ctr)
+                if at is None:
+                    self.console.emit("sent", id=eid)
+                    self._progress(eid, "sent")
+        if sent:
+            # A quiet point: collect now, so what lives on is placed in a compact heap rather
+            # than among the garbage of the send (a small heap fails by fragmentation first).
+            gc.collect()
+
+    def _low_memory(self):
+        """A MemoryError caught by one of the loops: the heap is too fragmented for one request
+        now. Collect; the loop goes on and tries again, so the device never stops for it."""
+        self.lowmem += 1
+        gc.collect()
 
     def _progress(self, eid, stage, incident=None):
         if STAGE_RANK.get(stage, 0) > STAGE_RANK.get(self._stage.get(eid, ""), 0):
@@ -280,9 +299,6 @@ class App:
         if connected:
             self._wake.set()
 
-    async def _on_connect(self):
-        asyncio.create_task(self._birth())
-
     async def _birth(self):
         birth = {"v": 1, "state": "online", "fw": FW_VERSION, "board": self.board.name,
                  "boot": self.clock.boot, "up": self.clock.uptime_ms(), "ts": self.clock.unix()}
@@ -328,76 +344,104 @@ class App:
 
     # -- tasks ----------------------------------------------------------------------------------
     async def _button_loop(self):
-        cp = self.cp
+        """The main loop: the button, the indicator, and the duties that prove the loop is alive."""
         down_at = ticks_ms()
         while True:
             now = ticks_ms()
-            edge = self.debounce.sample(self.board.button_pressed(), now)
-            if edge == "down":
-                down_at = now
-                self.console.emit("button", state="down")
-                if cp.press(now) == "alarm":
-                    eid = self.raise_event("alarm", "button", {"press_ms": 0})
-                    cp.raised("alarm", eid)
-                    self._show()
-            elif edge == "up":
-                self.console.emit("button", state="up", ms=ticks_diff(now, down_at))
-                cp.release(now)
-            if cp.tick(now) == "cancel":
-                eid = self.raise_event("cancel", "button", {}, ref=cp.alarm_id)
-                cp.raised("cancel", eid)
-                self._show()
-            if self._identify_until is not None:
-                self._show()
-            self.indicator.tick(now)
+            try:
+                down_at = self._button_step(now, down_at)
+            except MemoryError:
+                self._low_memory()
             a = gc.mem_alloc()
             if a > self.heap_peak:
                 self.heap_peak = a
-            self._heartbeat = now
+            if ticks_diff(now, self._fed) >= 500:
+                # The hardware watchdog is fed from here only, so a hung or dead main loop resets
+                # the device; the sender is woken too, to resend what the bridge has not stored in time.
+                self._fed = now
+                self.board.wdt_feed()
+                self._wake.set()
             await asyncio.sleep_ms(BUTTON_POLL_MS)
 
-    async def _watchdog(self):
-        """Feed the hardware watchdog only while the main loop is healthy."""
+    def _button_step(self, now, down_at):
+        cp = self.cp
+        edge = self.debounce.sample(self.board.button_pressed(), now)
+        if edge == "down":
+            down_at = now
+            if cp.press(now) == "alarm":
+                self._owe_alarm = True  # a flag, not a queue entry: marking it allocates nothing
+        elif edge == "up":
+            cp.release(now)
+        if cp.tick(now) == "cancel":
+            self._owe_cancel = True
+        if edge or self._owe_alarm or self._owe_cancel or self._identify_until is not None:
+            self._show()  # the occupant sees the alarm at once, before its event exists
+        if edge == "down":
+            self.console.emit("button", state="down")
+        elif edge == "up":
+            self.console.emit("button", state="up", ms=ticks_diff(now, down_at))
+        # Owed until raised: a MemoryError leaves the flag set and the next pass raises the event,
+        # once the other tasks have let go of their buffers; a press is never lost to a full heap.
+        if self._owe_alarm:
+            eid = self.raise_event("alarm", "button", {"press_ms": 0})
+            self._owe_alarm = False
+            cp.raised("alarm", eid)
+            self._show()
+        if self._owe_cancel:
+            eid = self.raise_event("cancel", "button", {}, ref=cp.alarm_id)
+            self._owe_cancel = False
+            cp.raised("cancel", eid)
+            self._show()
+        self.indicator.tick(now)
+        return down_at
+
+    async def _housekeeping(self):
+        """Keep the network up (Wi-Fi drops and returns), set the clock once it is, and send
+        telemetry every telemetry_s seconds (the bridge's supervision heartbeat)."""
+        net_at = None
+        tele_at = ticks_ms()
         while True:
-            if ticks_diff(ticks_ms(), self._heartbeat) < 2000:
-                self.board.wdt_feed()
+            now = ticks_ms()
+            try:
+                if net_at is None or ticks_diff(now, net_at) >= 10000:
+                    net_at = now
+                    await self._network()
+                period = self.cfg["telemetry_s"]
+                if period > 0 and ticks_diff(now, tele_at) >= period * 1000:
+                    tele_at = now
+                    if self.mq.connected:
+                        await self._telemetry()
+            except MemoryError:
+                self._low_memory()
             await asyncio.sleep_ms(500)
 
     async def _telemetry(self):
-        while True:
-            period = self.cfg["telemetry_s"]
-            if period <= 0:
-                await asyncio.sleep(5)
-                continue
-            await asyncio.sleep(period)
-            if not self.mq.connected:
-                continue
-            t = {"v": 1, "dev": self.dev, "up": self.clock.uptime_ms(), "ts": self.clock.unix(),
-                 "boot": self.clock.boot, "heap_free": gc.mem_free(), "heap_peak": self.heap_peak,
-                 "rssi": self.board.rssi(), "batt": self.sensing.battery() if self.sensing else None, "outbox": len(self.outbox),
-                 "r": self.sensing.readings() if self.sensing else {}}
-            await self.mq.publish(self.topic + "telemetry", json.dumps(t, separators=(",", ":")).encode(), qos=0)
+        t = {"v": 1, "dev": self.dev, "up": self.clock.uptime_ms(), "ts": self.clock.unix(),
+             "boot": self.clock.boot, "heap_free": gc.mem_free(), "heap_peak": self.heap_peak,
+             "rssi": self.board.rssi(), "batt": self.sensing.battery() if self.sensing else None,
+             "outbox": len(self.outbox), "r": self.sensing.readings() if self.sensing else {}}
+        await self.mq.publish(self.topic + "telemetry", json.dumps(t, separators=(",", ":")).encode(), qos=0)
 
     async def _network(self):
-        """Keep the network up (Wi-Fi drops and returns), and set the clock once it is."""
-        while True:
-            if not self.board.isconnected():
-                await self.board.connect_network(self.cfg.get("wifi"))
-            if self.board.isconnected() and not self.clock.synced:
-                self.clock.synced = self.board.wall_clock_synced() or self.board.sync_time(self.cfg.get("ntp"))
-            await asyncio.sleep(10)
+        if not self.board.isconnected():
+            await self.board.connect_network(self.cfg.get("wifi"))
+        if self.board.isconnected() and not self.clock.synced:
+            self.clock.synced = self.board.wall_clock_synced() or self.board.sync_time(self.cfg.get("ntp"))
 
     async def _console_loop(self):
         reader = self.board.console_reader()
         while True:
-            line = await reader.readline()
-            if not line:
-                await asyncio.sleep_ms(100)  # console closed: keep running without it
-                continue
-            if len(line) > 1024:
-                self.console.send({"re": None, "ok": False, "error": "line too long"})
-                continue
-            self.console.handle(line, rig=self.rig)
+            try:
+                line = await reader.readline()
+                if not line:
+                    await asyncio.sleep_ms(100)  # console closed: keep running without it
+                    continue
+                if len(line) > 1024:
+                    self.console.send({"re": None, "ok": False, "error": "line too long"})
+                    continue
+                self.console.handle(line, rig=self.rig)
+            except MemoryError:
+                self._low_memory()  # the request is lost, not the device
 
     async def _selftest(self):
         result = {"indicator": "ok", "outbox": len(self.outbox) if self.dev else None}
@@ -422,21 +466,21 @@ class App:
         c = self.console
         c.register("status", self._cmd_status)
         c.register("heap", self._cmd_heap)
-        c.register("outbox", lambda a: {"ids": ["%s-%08d" % (self.dev, n) for n in self.outbox.ctrs()]})
-        c.register("indicator", lambda a: {"state": self.indicator.state, "stage": self._stage.get(self.cp.alarm_id),
-                                           "event": self.cp.alarm_id, "incident": self.cp.incident})
+        c.register("outbox", self._cmd_outbox)
+        c.register("indicator", self._cmd_indicator)
         c.register("press", self._cmd_press, rig_only=True)
-        c.register("button", lambda a: self.board.set_button(bool(a.get("down"))), rig_only=True)
-        c.register("net", lambda a: self.board.set_network(bool(a.get("up"))), rig_only=True)
+        c.register("button", self._cmd_button, rig_only=True)
+        c.register("net", self._cmd_net, rig_only=True)
         c.register("reboot", self._cmd_reboot)
         c.register("selftest", self._cmd_selftest)
         c.register("hang", self._cmd_hang, rig_only=True)
+        c.register("hog", self._cmd_hog, rig_only=True)
 
     def _cmd_status(self, args):
         out = {"dev": self.dev, "fw": FW_VERSION, "board": self.board.name, "boot": self.clock.boot,
                "up": self.clock.uptime_ms(), "indicator": self.indicator.state,
                "fault": list(self.fault) if self.fault else None,
-               "heap_free": gc.mem_free(), "heap_peak": self.heap_peak}
+               "heap_free": gc.mem_free(), "heap_peak": self.heap_peak, "lowmem": self.lowmem}
         if self.dev:
             out.update({"mqtt": "connected" if self.mq and self.mq.connected else "connecting",
                         "net": self.board.isconnected(), "outbox": len(self.outbox),
@@ -444,10 +488,23 @@ class App:
                         "test_rig": self.rig})
         return out
 
+    def _cmd_outbox(self, args):
+        return {"ids": ["%s-%08d" % (self.dev, n) for n in self.outbox.ctrs()]}
+
+    def _cmd_indicator(self, args):
+        return {"state": self.indicator.state, "stage": self._stage.get(self.cp.alarm_id),
+                "event": self.cp.alarm_id, "incident": self.cp.incident}
+
+    def _cmd_button(self, args):
+        self.board.set_button(bool(args.get("down")))
+
+    def _cmd_net(self, args):
+        self.board.set_network(bool(args.get("up")))
+
     def _cmd_heap(self, args):
         gc.collect()
         return {"free": gc.mem_free(), "alloc": gc.mem_alloc(), "peak": self.heap_peak,
-                "base": self.heap_base, "data_peak": self.heap_peak - self.heap_base}
+                "base": self.heap_base, "data_peak": self.heap_peak - self.heap_base, "lowmem": self.lowmem}
 
     def _cmd_press(self, args):
         ms = args.get("ms", 100)
@@ -480,3 +537,27 @@ class App:
 
         asyncio.create_task(spin())
         return {"hanging": True}
+
+    def _cmd_hog(self, args):
+        """Test rig: take every free byte of the heap for `ms`, as a leak or a burst would, to show
+        that the device rides it out and that a press meanwhile is raised once memory returns."""
+        ms = args.get("ms", 500)
+        if not isinstance(ms, int) or ms < 0 or ms > 60000:
+            raise ValueError("ms must be an integer 0..60000")
+
+        async def hold():
+            held = []
+            end = ticks_add(ticks_ms(), ms)
+            while ticks_diff(end, ticks_ms()) > 0:
+                for size in (1024, 128, 16):  # and again each pass: what others free is taken too
+                    try:
+                        while True:
+                            held.append(bytearray(size))
+                    except MemoryError:
+                        pass
+                await asyncio.sleep_ms(5)
+            held = None  # noqa: F841  # let go before collecting
+            gc.collect()
+
+        asyncio.create_task(hold())
+        return {"ms": ms, "up": self.clock.uptime_ms()}

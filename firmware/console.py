@@ -6,10 +6,15 @@ class Console:
     def __init__(self, write):
         self._write = write  # callable taking a str (one whole line, newline included)
         self._handlers = {}
+        self._rig_only = []  # names of the test-rig commands
 
     def register(self, name, handler, rig_only=False):
         """handler(args: dict) -> dict of reply fields (ok is added), or raises ValueError."""
-        self._handlers[name] = (handler, rig_only)
+        self._handlers[name] = handler
+        if rig_only:
+            self._rig_only.append(name)
+        elif name in self._rig_only:
+            self._rig_only.remove(name)
 
     def send(self, obj):
         try:
@@ -43,16 +48,16 @@ class Console:
         reply = {"re": name}
         if "tag" in req:
             reply["tag"] = req["tag"]
-        entry = self._handlers.get(name)
-        if entry is None:
+        handler = self._handlers.get(name)
+        if handler is None:
             reply["ok"] = False
             reply["error"] = "unknown command; known: " + ",".join(sorted(self._handlers))
-        elif entry[1] and not rig:
+        elif not rig and name in self._rig_only:
             reply["ok"] = False
             reply["error"] = "test-rig command: this device was not provisioned with the test rig enabled"
         else:
             try:
-                out = entry[0](req)
+                out = handler(req)
                 reply["ok"] = True
                 if out:
                     reply.update(out)

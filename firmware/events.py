@@ -31,7 +31,9 @@ class EventFactory:
     def make(self, type, cause, loc, data=None, ref=None):
         if type not in TYPES:
             raise ValueError("unknown event type " + str(type))
-        ctr = self.counters.next("ctr")  # persisted before the event exists anywhere
+        # The number is taken (persisted) only once the frame is built, and before it is stored or
+        # sent anywhere: a heap too full to build it (retried at once) uses up no numbers.
+        ctr = self.counters.get("ctr") + 1
         eid = event_id(self.dev, ctr)
         body = {
             "v": PROTOCOL,
@@ -49,7 +51,9 @@ class EventFactory:
         if ref:
             body["ref"] = ref
         raw = json.dumps(body, separators=(",", ":")).encode()
-        return ctr, eid, self.signer.frame(raw)
+        frame = self.signer.frame(raw)
+        self.counters.set("ctr", ctr)
+        return ctr, eid, frame
 
 
 def read_signed(signer, frame):

@@ -4,11 +4,34 @@ import asyncio
 from random import getrandbits
 
 import mqtt_codec as mc
-from compat import ticks_diff, ticks_ms
+from compat import const, ticks_diff, ticks_ms
 
-_CHUNK = 512  # bytes per socket read; bounds what is buffered beyond max_packet
-_TICK_MS = 100  # supervision period: keepalive, dead connection, link loss, disconnect request
-_STABLE_MS = 10000  # a session that lasted this long resets the reconnect backoff
+# Sleeps in whole ms: MicroPython's sleep_ms allocates nothing (a float for asyncio.sleep would).
+_sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))
+
+_CHUNK = const(512)  # bytes per socket read; bounds what is buffered beyond max_packet
+_TICK_MS = const(100)  # supervision period: keepalive, dead connection, link loss, disconnect request
+_STABLE_MS = const(10000)  # a session that lasted this long resets the reconnect backoff
+# Counters for `stats`, in a list rather than a dict of long names: the heap is small.
+_STAT_NAMES = ("attempts connects reconnects refused pings pongs keepalive_timeouts dropped_malformed "
+               "dropped_oversize dropped_qos0 published acked retransmits received callback_errors sub_refused")
+_S_ATTEMPTS = const(0)
+_S_CONNECTS = const(1)
+_S_RECONNECTS = const(2)
+_S_REFUSED = const(3)
+_S_PINGS = const(4)
+_S_PONGS = const(5)
+_S_KEEPALIVE_TIMEOUTS = const(6)
+_S_DROPPED_MALFORMED = const(7)
+_S_DROPPED_OVERSIZE = const(8)
+_S_DROPPED_QOS0 = const(9)
+_S_PUBLISHED = const(10)
+_S_ACKED = const(11)
+_S_RETRANSMITS = const(12)
+_S_RECEIVED = const(13)
+_S_CALLBACK_ERRORS = const(14)
+_S_SUB_REFUSED = const(15)
+_N_STATS = const(16)
 
 
 def tls_context(cadata=None, insecure=False):
@@ -80,7 +103,6 @@ class MQTTClient:
                  will=None, ssl=False, on_message=None, on_state=None, on_connect=None, link=None,
                  max_packet=8192, max_inflight=8, backoff_min_ms=500, backoff_max_ms=30000,
                  timeout_ms=10000, cadata=None, tls_insecure=False, server_hostname=None):
-        self.client_id = client_id
         self.host = host
         self.port = port
         self.keepalive = keepalive
@@ -88,10 +110,8 @@ class MQTTClient:
         # against `cadata` (CA certificate, DER) or, only with tls_insecure, checks nothing.
         # With neither, every attempt fails ("tls: no CA certificate ...") before any byte is sent.
         self.ssl = ssl
-        self.cadata = cadata
-        self.tls_insecure = tls_insecure
+        self._tls = (cadata, tls_insecure)
         self.server_hostname = server_hostname  # the name the certificate must carry; default: host
-        self._ctx = None
         self.on_message = on_message
         self.on_state = on_state
         self.on_connect = on_connect
@@ -112,13 +132,11 @@ class MQTTClient:
         self._running = False
         self._slot = asyncio.Event()
         self._finished = asyncio.Event()
-        self._wlock = asyncio.Lock()
-        self._stats = {
-            "attempts": 0, "connects": 0, "reconnects": 0, "refused": 0, "pings": 0, "pongs": 0,
-            "keepalive_timeouts": 0, "dropped_malformed": 0, "dropped_oversize": 0, "dropped_qos0": 0,
-            "published": 0, "acked": 0, "retransmits": 0, "received": 0, "callback_errors": 0,
-            "sub_refused": 0,
-        }
+        # One writer at a time (MicroPython's stream allows one drain per socket). A flag and the
+        # event below, not asyncio.Lock: its module would cost heap for this one use.
+        self._writing = False
+        self._idle = asyncio.Event()
+        self._n = [0] * _N_STATS  # counters, indexed by the _S_* constants; `stats` names them
         self.detail = "not started"
 
     # ------------------------------------------------------------ public interface
@@ -129,7 +147,7 @@ class MQTTClient:
 
     @property
     def stats(self):
-        s = dict(self._stats)
+        s = dict(zip(_STAT_NAMES.split(), self._n))
         s["inflight"] = len(self._pending)
         return s
 
@@ -151,11 +169,11 @@ class MQTTClient:
         if qos == 0:
             conn = self._conn
             if not self._up or conn is None:
-                self._stats["dropped_qos0"] += 1
+                self._n[_S_DROPPED_QOS0] += 1
                 return False
             ok = await self._write(conn, mc.publish(topic, payload, 0, retain))
             if ok:
-                self._stats["published"] += 1
+                self._n[_S_PUBLISHED] += 1
             return ok
         if qos != 1:
             raise ValueError("publish with qos 0 or 1")
@@ -191,21 +209,26 @@ class MQTTClient:
         link_down_told = False
         try:
             while not self._stop:
-                if not self._link_up():
-                    if not link_down_told:
-                        self._state(False, "network down")
-                        link_down_told = True
-                    await self._nap(200)
-                    continue
-                link_down_told = False
-                self._stats["attempts"] += 1
-                up_ms = await self._session()
-                if self._stop:
-                    break
-                if up_ms >= _STABLE_MS:
-                    attempt = 0
-                await self._nap(self._backoff_ms(attempt))
-                attempt += 1
+                try:
+                    if not self._link_up():
+                        if not link_down_told:
+                            self._state(False, "network down")
+                            link_down_told = True
+                        await self._nap(200)
+                        continue
+                    link_down_told = False
+                    self._n[_S_ATTEMPTS] += 1
+                    up_ms = await self._session()
+                    if self._stop:
+                        break
+                    if up_ms >= _STABLE_MS:
+                        attempt = 0
+                    await self._nap(self._backoff_ms(attempt))
+                    attempt += 1
+                except MemoryError:
+                    # A heap too full even to say why (every await of a coroutine allocates):
+                    # wait a little, without allocating, and go on.
+                    await _sleep_ms(_TICK_MS)
         finally:
             self._running = False
             self._up = False
@@ -237,13 +260,13 @@ class MQTTClient:
                 raise mc.MalformedPacket("expected CONNACK, got type %d" % ptype)
             _, rc = mc.parse_connack(body)
             if rc:
-                self._stats["refused"] += 1
+                self._n[_S_REFUSED] += 1
                 reason = "refused: %s" % mc.REFUSALS.get(rc, "code %d" % rc)
                 return 0
             up_since = ticks_ms()
-            self._stats["connects"] += 1
-            if self._stats["connects"] > 1:
-                self._stats["reconnects"] += 1
+            self._n[_S_CONNECTS] += 1
+            if self._n[_S_CONNECTS] > 1:
+                self._n[_S_RECONNECTS] += 1
             conn.task = asyncio.create_task(self._reader(conn))
             conn.acked = True  # from here on subscribe() sends by itself; no await before the snapshot
             if self._subs:
@@ -299,15 +322,15 @@ class MQTTClient:
                 now = ticks_ms()
                 quiet = ticks_diff(now, conn.last_rx)
                 if quiet > ka * 3 // 2:
-                    self._stats["keepalive_timeouts"] += 1
+                    self._n[_S_KEEPALIVE_TIMEOUTS] += 1
                     return "nothing from the broker for %d ms" % quiet
                 half = ka // 2
                 if ((ticks_diff(now, conn.last_tx) >= half or quiet >= half)
                         and ticks_diff(now, conn.last_ping) >= half):
                     conn.last_ping = now
-                    self._stats["pings"] += 1
+                    self._n[_S_PINGS] += 1
                     await self._write(conn, mc.pingreq())
-            await asyncio.sleep(_TICK_MS / 1000)
+            await _sleep_ms(_TICK_MS)
 
     async def _reader(self, conn):
         try:
@@ -322,6 +345,8 @@ class MQTTClient:
         except mc.MalformedPacket as e:
             self._count_malformed(e)
             conn.kill("malformed: %s" % e)
+        except MemoryError:
+            conn.kill("out of memory")  # nothing allocated to say so: the heap is full
         except Exception as e:
             conn.kill(self._why(e))
 
@@ -336,13 +361,13 @@ class MQTTClient:
     async def _dispatch(self, conn, ptype, flags, body):
         if ptype == mc.PUBLISH:
             topic, payload, qos, retain, _dup, pid = mc.parse_publish(flags, body)
-            self._stats["received"] += 1
+            self._n[_S_RECEIVED] += 1
             # At least once: a redelivery (DUP) reaches on_message again; the application is idempotent.
             if self.on_message:
                 try:
                     self.on_message(topic, payload, retain)
                 except Exception:
-                    self._stats["callback_errors"] += 1
+                    self._n[_S_CALLBACK_ERRORS] += 1
             if qos == 1:
                 await self._write(conn, mc.puback(pid))
             elif qos == 2:
@@ -354,7 +379,7 @@ class MQTTClient:
                 out = self._pending[i]
                 if out.pid == pid:
                     self._pending.pop(i)
-                    self._stats["acked"] += 1
+                    self._n[_S_ACKED] += 1
                     out.ok = True
                     out.ev.set()
                     self._slot.set()
@@ -365,9 +390,9 @@ class MQTTClient:
             _, codes = mc.parse_suback(body)
             for c in codes:
                 if c == 0x80:
-                    self._stats["sub_refused"] += 1
+                    self._n[_S_SUB_REFUSED] += 1
         elif ptype == mc.PINGRESP:
-            self._stats["pongs"] += 1
+            self._n[_S_PONGS] += 1
         elif ptype in (mc.PUBREC, mc.PUBCOMP, mc.UNSUBACK):
             pass  # we never publish QoS 2 nor unsubscribe: a stray answer is harmless
         else:
@@ -378,16 +403,19 @@ class MQTTClient:
     async def _send_out(self, conn, out):
         if out.sent:
             out.pkt[0] |= 0x08  # DUP: same packet id, same bytes otherwise
-            self._stats["retransmits"] += 1
+            self._n[_S_RETRANSMITS] += 1
         else:
-            self._stats["published"] += 1
+            self._n[_S_PUBLISHED] += 1
         out.sent = True
         out.conn = conn
         await self._write(conn, out.pkt)
 
     async def _write(self, conn, data):
         """Write one whole packet; False (and the connection marked dead) when that fails."""
-        await self._wlock.acquire()
+        while self._writing:
+            self._idle.clear()
+            await self._idle.wait()
+        self._writing = True
         try:
             if conn.dead:
                 return False
@@ -403,7 +431,8 @@ class MQTTClient:
             conn.kill(why if why.startswith("tls: ") else "write failed: %s" % e)
             return False
         finally:
-            self._wlock.release()
+            self._writing = False
+            self._idle.set()
 
     async def _close(self, conn):
         if conn.task is not None:
@@ -418,7 +447,7 @@ class MQTTClient:
         try:
             await self.on_connect()
         except Exception:
-            self._stats["callback_errors"] += 1
+            self._n[_S_CALLBACK_ERRORS] += 1
 
     def _next_pid(self):
         while True:
@@ -437,16 +466,14 @@ class MQTTClient:
         self._slot.set()
 
     def _count_malformed(self, e):
-        self._stats["dropped_malformed"] += 1
+        self._n[_S_DROPPED_MALFORMED] += 1
         if isinstance(e, mc.PacketTooLarge):
-            self._stats["dropped_oversize"] += 1
+            self._n[_S_DROPPED_OVERSIZE] += 1
 
     def _tls_context(self):
-        if self.ssl is not True:
-            return self.ssl
-        if self._ctx is None:
-            self._ctx = tls_context(self.cadata, self.tls_insecure)
-        return self._ctx
+        if self.ssl is True:  # made once, on first use, and kept in its place
+            self.ssl = tls_context(*self._tls)
+        return self.ssl
 
     def _why(self, e):
         """An exception as a one-line detail; TLS failures (a certificate that does not verify, a
@@ -472,7 +499,7 @@ class MQTTClient:
             try:
                 self.on_state(connected, detail)
             except Exception:
-                self._stats["callback_errors"] += 1
+                self._n[_S_CALLBACK_ERRORS] += 1
 
     def _backoff_ms(self, attempt):
         d = self.backoff_min_ms << min(attempt, 16)
@@ -488,4 +515,4 @@ class MQTTClient:
             left = ms - ticks_diff(ticks_ms(), end)
             if left <= 0:
                 return
-            await asyncio.sleep(min(left, _TICK_MS) / 1000)
+            await _sleep_ms(min(left, _TICK_MS))

@@ -16,7 +16,6 @@ class Board:
     def __init__(self):
         self.sensors = []
         self.pins = {}
-        self.cfg = {}
         self.net_up = True
         self.led_on = False
         self.buzzer_on = False
@@ -26,7 +25,6 @@ class Board:
         self._vs = None
 
     def setup(self, board_cfg, device_cfg):
-        self.cfg = board_cfg
         self.sensors = board_cfg.get("sensors", [])
         self.pins = board_cfg.get("pins", {})
         if self.sensors:

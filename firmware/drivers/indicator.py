@@ -42,8 +42,9 @@ class Indicator:
     def show(self, state, now):
         if state == self.state:
             return False
+        new = steps(PATTERNS.get(state, PATTERNS["fault"]))  # first: a full heap leaves the old state
         self.state = state
-        self._steps = steps(PATTERNS.get(state, PATTERNS["fault"]))
+        self._steps = new
         self._i = 0
         self._at = now
         self._apply()

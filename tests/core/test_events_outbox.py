@@ -40,6 +40,30 @@ def test_counter_survives_reboot_and_cancel_refers():
         assert raises(ValueError, f2.make, "bogus", "x", LOC)
 
 
+class _FullHeapSigner(Signer):
+    """Fails to build the frame the first `n` times, as a fragmented heap does."""
+
+    def __init__(self, key, n):
+        super().__init__(key)
+        self.n = n
+
+    def frame(self, body):
+        if self.n:
+            self.n -= 1
+            raise MemoryError("memory allocation failed")
+        return super().frame(body)
+
+
+def test_an_event_the_heap_cannot_hold_uses_up_no_number():
+    with TempDir() as d:
+        f = EventFactory("hn-a-0001", _FullHeapSigner(KEY, 3), Counters(d + "/state"), Clock(boot=3))
+        for _ in range(3):  # the app retries on its next pass
+            assert raises(MemoryError, f.make, "alarm", "button", LOC)
+        ctr, eid, frame = f.make("alarm", "button", LOC)
+        assert ctr == 1 and eid == "hn-a-0001-00000001"
+        assert Counters(d + "/state").get("ctr") == 1  # persisted before the event leaves the factory
+
+
 def test_event_id_helpers():
     assert event_id("dev-1", 17) == "dev-1-00000017"
     assert ctr_of("dev-1-00000017") == 17
