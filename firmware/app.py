@@ -248,6 +248,9 @@ class App:
         self.lowmem += 1
         gc.collect()
 
+    def _memory_errors(self):
+        return self.lowmem + (self.sensing.lowmem if self.sensing else 0)
+
     def _progress(self, eid, stage, incident=None):
         if STAGE_RANK.get(stage, 0) > STAGE_RANK.get(self._stage.get(eid, ""), 0):
             self._stage[eid] = stage
@@ -480,7 +483,7 @@ class App:
         out = {"dev": self.dev, "fw": FW_VERSION, "board": self.board.name, "boot": self.clock.boot,
                "up": self.clock.uptime_ms(), "indicator": self.indicator.state,
                "fault": list(self.fault) if self.fault else None,
-               "heap_free": gc.mem_free(), "heap_peak": self.heap_peak, "lowmem": self.lowmem}
+               "heap_free": gc.mem_free(), "heap_peak": self.heap_peak, "lowmem": self._memory_errors()}
         if self.dev:
             out.update({"mqtt": "connected" if self.mq and self.mq.connected else "connecting",
                         "net": self.board.isconnected(), "outbox": len(self.outbox),
@@ -504,7 +507,8 @@ class App:
     def _cmd_heap(self, args):
         gc.collect()
         return {"free": gc.mem_free(), "alloc": gc.mem_alloc(), "peak": self.heap_peak,
-                "base": self.heap_base, "data_peak": self.heap_peak - self.heap_base, "lowmem": self.lowmem}
+                "base": self.heap_base, "data_peak": self.heap_peak - self.heap_base,
+                "lowmem": self._memory_errors()}
 
     def _cmd_press(self, args):
         ms = args.get("ms", 100)

@@ -10,6 +10,7 @@
 # stuck_s (1800), gps_silent_s (10), i2c_retries (3), bme680_addr (0x77), loc, gps_max_age_s,
 # gps_max_acc_m.
 import asyncio
+import gc
 
 from compat import ticks_diff
 from location import LocationPolicy
@@ -31,6 +32,7 @@ class Sensing:
         self.faults = {}  # key -> (cause, detail)
         self._t0 = self._last = clock_ms()
         self.elapsed_ms = 0  # monotonic across ticks wrap-around
+        self.lowmem = 0  # samples lost to a full heap (MemoryError)
         self.values = {"t": None, "rh": None, "p": None, "gas": None, "obs": None}
 
         fitted = getattr(board, "sensors", None) or ()
@@ -220,15 +222,21 @@ class Sensing:
 
     async def run(self):
         while True:
-            start = self.elapsed_ms
-            await self.step()
-            while True:
-                now = self._tick()
-                self._poll_gps(now)
-                left = self.sample_ms - (self.elapsed_ms - start)
-                if left <= 0:
-                    break
-                await asyncio.sleep(min(left, GPS_POLL_MS) / 1000)
+            try:
+                start = self.elapsed_ms
+                await self.step()
+                while True:
+                    now = self._tick()
+                    self._poll_gps(now)
+                    left = self.sample_ms - (self.elapsed_ms - start)
+                    if left <= 0:
+                        break
+                    await asyncio.sleep(min(left, GPS_POLL_MS) / 1000)
+            except MemoryError:
+                # A full heap costs this sample, not the detector: the next one comes as usual.
+                self.lowmem += 1
+                gc.collect()
+                await asyncio.sleep(1)
 
     # --- what the app reads -------------------------------------------------------------------
     def readings(self):

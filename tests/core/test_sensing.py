@@ -216,6 +216,27 @@ async def test_run_loop_samples_on_its_own():
     assert r.s.readings()["t"] is not None and r.s.elapsed_ms >= 300
 
 
+async def test_run_loop_rides_out_a_full_heap():
+    r = Rig(cfg={"sample_s": 0.05})
+    r.s.clock_ms = _real_ms
+    r.s._last = _real_ms()
+    real_step = r.s.step
+    full = [True]
+
+    async def step():
+        if full[0]:  # the first sample finds the heap full
+            full[0] = False
+            raise MemoryError("memory allocation failed")
+        await real_step()
+
+    r.s.step = step
+    try:
+        await asyncio.wait_for(r.s.run(), 1.5)
+    except asyncio.TimeoutError:
+        pass
+    assert r.s.lowmem == 1 and r.s.readings()["t"] is not None  # one sample lost, then sampling again
+
+
 def _real_ms():
     import time
 
