@@ -188,6 +188,11 @@ class Console:
 
     def close(self) -> None:
         self._closed = True
+        if self._reader is not threading.current_thread():
+            # Let the reader's read return (within the port timeout) before closing: a read still
+            # in progress would keep the port's exclusive lock a moment longer, and a tool opening
+            # the port right after (verify, flash) would find it busy.
+            self._reader.join(timeout=2.0)
         try:
             self.ser.close()
         except Exception:
