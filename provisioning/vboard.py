@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Run one virtual board: the firmware on MicroPython's unix port, its console on a pty.",
         epilog="examples:\n"
         "  baochay-vboard --device-config var/devices/hn-a-0001/device.json --flash var/vboards/hn-a-0001\n"
-        "  baochay-vboard --device-config dev.json --board virtual-panic --heap 72K\n"
+        "  baochay-vboard --device-config dev.json --board virtual-panic --heap 64K\n"
         "  baochay-vboard --image build/hn-a-0001/fs.img\n"
         "The first line printed is console=<pty>; open it with any serial tool (e.g. pyserial-miniterm).\n"
         "kill -USR1 <pid> cuts the power: the board restarts on the same flash and the same pty.",
