@@ -32,7 +32,7 @@ class EventFactory:
         if type not in TYPES:
             raise ValueError("unknown event type " + str(type))
         # The number is taken (persisted) only once the frame is built, and before it is stored or
-        # sent anywhere: a heap too full to build it (retried at once) uses up no numbers.
+        # sent anywhere: a heap too full to build it (the app tries again later) uses up no numbers.
         ctr = self.counters.get("ctr") + 1
         eid = event_id(self.dev, ctr)
         body = {
