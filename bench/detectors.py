@@ -59,11 +59,11 @@ def bench(name, make, step):
 
 
 def main():
+    from detect.heat import HeatDetector
+    from detect.multi_criteria import MultiCriteria
+    from detect.smoke import SmokeDetector
     from drivers import bme680 as chip
     from drivers.gps import GPS, checksum
-    from heat import HeatDetector
-    from multi import MultiCriteria
-    from smoke_detector import SmokeDetector
 
     version = ".".join(str(x) for x in sys.implementation.version[:3])
     print(f"MicroPython {version}, heap {gc.mem_free() + gc.mem_alloc()} B")

@@ -1,9 +1,11 @@
-# Manual call point (EN 54-11 Type A: one action raises the alarm), as a pure state machine.
-# Inputs are debounced button edges, acks and time; outputs are what the app must do.
+# Manual call point (EN 54-11 Type A: one action raises the alarm), as a pure state machine, and the
+# debounce of its button. Inputs are debounced button edges, acks and time; outputs are what the app
+# must do.
 # It owns the indicator state the occupant sees (docs/protocol.md section 10).
 from compat import ticks_diff
+from protocol import advances
 
-STAGES = ("alarm", "sent", "stored", "forwarded", "accepted")
+SHOWN = ("sent", "stored", "failed", "accepted")  # the stages the occupant sees
 
 
 class CallPoint:
@@ -67,22 +69,39 @@ class CallPoint:
 
     # -- delivery progress ----------------------------------------------------------------
     def progress(self, eid, stage, incident=None):
-        """A stage for an event (sent, stored, forwarded, accepted, failed). Returns True when the
-        indicator changed."""
+        """A stage for the event `eid`. Returns True when the indicator changed. Stages move only
+        forward, in the protocol's order: `accepted` is final, and a late `accepted` still
+        replaces `failed`. "forwarded" shows as "stored" to the occupant."""
         if eid != self.alarm_id or self.indicator == "cancelled":
             return False
-        if stage == "failed":
-            if self.indicator != "failed":
-                self.indicator = "failed"
-                return True
-            return False
-        if self.indicator == "failed" or stage not in STAGES:
-            return False
-        # stages only move forward; "forwarded" shows as "stored" to the occupant
         shown = "stored" if stage == "forwarded" else stage
-        if STAGES.index(shown) > STAGES.index(self.indicator if self.indicator in STAGES else "alarm"):
-            self.indicator = shown
-            if incident:
-                self.incident = incident
-            return True
-        return False
+        if shown not in SHOWN:
+            return False
+        if not advances(shown, self.indicator if self.indicator in SHOWN else None):
+            return False
+        self.indicator = shown
+        if incident:
+            self.incident = incident
+        return True
+
+
+# Button debounce: a level must hold for `ms` before it counts as an edge.
+class Debouncer:
+    def __init__(self, ms=30):
+        self.ms = ms
+        self.state = False
+        self._raw = self.state
+        self._since = None
+        self.changed_at = None
+
+    def sample(self, pressed, now):
+        """Feed one raw sample (True = pressed). Returns "down", "up" or None."""
+        if pressed != self._raw:
+            self._raw = pressed
+            self._since = now
+            return None
+        if pressed != self.state and self._since is not None and ticks_diff(now, self._since) >= self.ms:
+            self.state = pressed
+            self.changed_at = now
+            return "down" if pressed else "up"
+        return None

@@ -1,20 +1,19 @@
 # The serial console protocol: one JSON object per line each way (docs/protocol.md section 9).
 import json
 
+# The test-rig commands (rig.py registers them only when the rig is enabled); named here so that a
+# device without the rig says why it refuses them, without loading the rig.
+RIG_COMMANDS = ("press", "button", "net", "hang", "hog", "sensor", "nmea")
+
 
 class Console:
     def __init__(self, write):
         self._write = write  # callable taking a str (one whole line, newline included)
         self._handlers = {}
-        self._rig_only = []  # names of the test-rig commands
 
-    def register(self, name, handler, rig_only=False):
+    def register(self, name, handler):
         """handler(args: dict) -> dict of reply fields (ok is added), or raises ValueError."""
         self._handlers[name] = handler
-        if rig_only:
-            self._rig_only.append(name)
-        elif name in self._rig_only:
-            self._rig_only.remove(name)
 
     def send(self, obj):
         try:
@@ -26,7 +25,7 @@ class Console:
         fields["ev"] = ev
         self.send(fields)
 
-    def handle(self, line, rig=False):
+    def handle(self, line):
         """One input line -> the reply dict (also sent), or None for blank lines."""
         if isinstance(line, (bytes, bytearray)):
             try:
@@ -49,12 +48,12 @@ class Console:
         if "tag" in req:
             reply["tag"] = req["tag"]
         handler = self._handlers.get(name)
-        if handler is None:
-            reply["ok"] = False
-            reply["error"] = "unknown command; known: " + ",".join(sorted(self._handlers))
-        elif not rig and name in self._rig_only:
+        if handler is None and name in RIG_COMMANDS:
             reply["ok"] = False
             reply["error"] = "test-rig command: this device was not provisioned with the test rig enabled"
+        elif handler is None:
+            reply["ok"] = False
+            reply["error"] = "unknown command; known: " + ",".join(sorted(self._handlers))
         else:
             try:
                 out = handler(req)

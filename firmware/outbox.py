@@ -8,11 +8,7 @@
 import os
 
 from compat import makedirs
-from events import KEEP
-
-
-class OutboxFull(Exception):
-    pass
+from protocol import KEEP
 
 
 class Outbox:
@@ -87,6 +83,3 @@ class Outbox:
             except OSError:
                 pass
         return False
-
-    def over_limit(self):
-        return len(self._names()) > self.limit

@@ -1,6 +1,6 @@
 # The sensing task: polls the sensors every `sample_s`, feeds the detectors and the fault monitors,
-# and raises events through emit(type, cause, data) on every transition. The app runs `run()`,
-# registers `console_commands()` and reads `readings()` / `location()` / `battery()` for telemetry.
+# and raises events through emit(type, cause, data) on every transition. The app runs `run()` and
+# reads `readings()` / `location()` / `battery()` for telemetry.
 #
 # A sensor is used when it is listed in board.sensors ("bme680", "smoke", "gps") and the board
 # hands out its bus; the battery and tamper inputs whenever the board has them.
@@ -13,10 +13,35 @@ import asyncio
 import gc
 
 from compat import ticks_diff
-from location import LocationPolicy
-from multi import MultiCriteria
+from detect.location import LocationPolicy
+from detect.multi_criteria import MultiCriteria
 
 GPS_POLL_MS = 250  # a 9600 baud receiver fills a 256-byte UART buffer in about 0.3 s
+
+
+class Incidents:
+    """Links a sensor's events into incidents (the `ref` of section 4): the alarm that confirms a
+    prealarm and the restore that ends it refer to the incident's first event; the restore of a
+    fault refers to that fault."""
+
+    def __init__(self):
+        self.first = None  # first event of the open sensor incident
+        self._faults = {}  # fault cause -> the fault event's id
+
+    def ref_for(self, type, cause):
+        if type in ("prealarm", "alarm"):
+            return self.first
+        if type == "restore":
+            return self._faults.pop(cause) if cause in self._faults else self.first
+        return None
+
+    def raised(self, type, cause, eid, ref):
+        if type in ("prealarm", "alarm") and self.first is None:
+            self.first = eid
+        elif type == "fault":
+            self._faults[cause] = eid
+        elif type == "restore" and ref == self.first:
+            self.first = None
 
 
 class Sensing:
@@ -48,15 +73,12 @@ class Sensing:
         adc = board.smoke_adc() if "smoke" in fitted else None
         self.chamber = None
         if adc is not None:
-            from drivers.smoke import SmokeChamber
+            from drivers.smoke_chamber import SmokeChamber
 
             try:
                 self.chamber = SmokeChamber(adc, cfg.get("smoke_cal"))
             except ValueError as e:
                 self._fault("config", "smoke_cal", str(e))
-        vs = getattr(board, "virtual_sensors", None)
-        if vs is not None and self.chamber is not None:
-            vs.smoke_cal = self.chamber.cal  # the simulated chamber answers in this device's calibration
         uart = board.gps_uart() if "gps" in fitted else None
         self.gps = None
         if uart is not None:
@@ -281,35 +303,10 @@ class Sensing:
         res["ok"] = "fail" not in (res["heater"], res["chamber"], res["gps"])
         return res
 
-    def console_commands(self):
-        return {"sensor": self._cmd_sensor, "nmea": self._cmd_nmea}
-
-    def _cmd_sensor(self, args):
-        vs = getattr(self.board, "virtual_sensors", None)
-        if vs is None:
-            return {"ok": False, "error": "no simulated sensors on this board"}
-        fields = {}
-        for k in args:
-            if k not in ("cmd", "tag"):
-                fields[k] = args[k]
-        try:
-            vs.set(**fields)
-        except (ValueError, TypeError) as e:
-            return {"ok": False, "error": str(e)}
-        return {"ok": True, "sensor": vs.state()}
-
-    def _cmd_nmea(self, args):
-        line = args.get("line")
-        if not isinstance(line, str):
-            return {"ok": False, "error": "'line' must be a string"}
-        vs = getattr(self.board, "virtual_sensors", None)
-        if vs is not None:
-            vs.gps_uart().feed(line)  # through the UART, as a receiver would send it
-        elif self.gps is not None:  # a real board's test rig (the console gates rig commands)
-            self.gps.feed_line(line, self.clock_ms())
-        else:
-            return {"ok": False, "error": "no GPS on this board"}
-        from drivers.gps import parse
-
-        return {"ok": True, "valid": parse(line) is not None}
-
+    def feed_nmea(self, line):
+        """One NMEA sentence, as if the receiver had sent it (the rig's `nmea` on a real board).
+        False when the board has no GPS."""
+        if self.gps is None:
+            return False
+        self.gps.feed_line(line, self.clock_ms())
+        return True

@@ -1,4 +1,4 @@
-# HMAC-SHA256 (RFC 2104) and the signed frame of docs/protocol.md section 3.
+# HMAC-SHA256 (RFC 2104), the MAC of the signed frames (protocol.py, docs/protocol.md section 3).
 # MicroPython has hashlib.sha256 but no hmac module, so it is written once, here.
 import hashlib
 
@@ -33,47 +33,13 @@ class Signer:
         outer.update(inner.digest())
         return outer.digest()
 
-    def hexdigest(self, msg):
-        return hexlify(self.digest(msg)).decode()
-
-    def frame(self, body):
-        """body (bytes, no line feed) -> the signed frame sent on the wire (a bytearray)."""
-        if b"\n" in body:
-            raise ValueError("body contains a line feed")
-        n = len(body)
-        out = bytearray(n + 65)  # one buffer, not a copy per concatenation: the heap is small
-        out[:n] = body
-        out[n] = 10
-        out[n + 1:] = hexlify(self.digest(body))
-        return out
-
-    def open(self, frame):
-        """Signed frame -> body bytes, or None when it is malformed or the signature fails."""
-        if not isinstance(frame, (bytes, bytearray)):
-            return None
-        i = frame.find(b"\n")
-        if i < 0 or len(frame) - i - 1 != 64:
-            return None
-        body = bytes(frame[:i])
-        try:
-            sig = unhexlify(bytes(frame[i + 1 :]))
-        except ValueError:
-            return None
-        return body if equal(self.digest(body), sig) else None
+    def hexmac(self, msg):
+        """The 64 lower-case hex digits (bytes) that end a signed frame."""
+        return hexlify(self.digest(msg))
 
 
 def hmac_sha256(key, msg):
     return Signer(key).digest(msg)
-
-
-def equal(a, b):
-    """Constant-time comparison, so a forger learns nothing from timing."""
-    if len(a) != len(b):
-        return False
-    r = 0
-    for x, y in zip(a, b):
-        r |= x ^ y
-    return r == 0
 
 
 def parse_key(text):

@@ -1,7 +1,7 @@
 """Sensors. Virtual boards: heat and smoke injected through the console raise sensor alarms with their
 readings as evidence; GPS sentences fed to the board move the alarm's location. Real boards: the
 BME680's own readings, as the board reports them in its telemetry, are plausible for a room.
-Thresholds: firmware/heat.py and firmware/smoke_detector.py (EN 54-5 A1R, EN 54-7)."""
+Thresholds: firmware/detect/heat.py and firmware/detect/smoke.py (EN 54-5 A1R, EN 54-7)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import operator
 
 import pytest
 
+from firmware.protocol import PREFIX
 from hil_tests.harness.flows import DELIVERY_TIMEOUT_S, follow_alarm, press_alarm, wait_ack
 
 SENSOR_ALARM_S = 45  # sampling every second, the lagged sensor, a confirmation period, busy cores
@@ -60,7 +61,7 @@ def test_heat_injection_raises_heat_alarm(virtual_sensors, observer):
     since, seen = board.dut.mark(), observer.mark()
     board.dut.cmd("sensor", t=90.0, tau=2.0)  # a fire next to the sensor; short housing lag
     ev = _sensor_alarm(board, "heat", since)
-    topic = f"baochay/v1/{board.dev}/event"
+    topic = f"{PREFIX}{board.dev}/event"
     _, _, frame, _ = observer.wait(lambda m: m[1] == topic and f'"id":"{ev["id"]}"'.encode() in m[2],
                                    DELIVERY_TIMEOUT_S, since=seen)
     data = json.loads(frame.split(b"\n", 1)[0])["data"]
@@ -72,7 +73,7 @@ def test_smoke_injection_raises_smoke_alarm(virtual_sensors, observer):
     since, seen = board.dut.mark(), observer.mark()
     board.dut.cmd("sensor", obs=0.4)  # above EN 54-7's 0.05-0.3 dB/m response band
     ev = _sensor_alarm(board, "smoke", since)
-    topic = f"baochay/v1/{board.dev}/event"
+    topic = f"{PREFIX}{board.dev}/event"
     _, _, frame, _ = observer.wait(lambda m: m[1] == topic and f'"id":"{ev["id"]}"'.encode() in m[2],
                                    DELIVERY_TIMEOUT_S, since=seen)
     data = json.loads(frame.split(b"\n", 1)[0])["data"]
@@ -95,9 +96,9 @@ def test_gps_sentences_move_the_alarm_location(virtual_sensors, intake, observer
     lat, lon = 21.0368, 105.8342  # a fix about 3 km from where the board was installed
     seen = observer.mark()
     reply = board.dut.cmd("nmea", line=gga(lat, lon))  # the simulated receiver repeats it every second
-    assert reply.get("valid", True), f"the board rejected a valid sentence: {reply}"
+    assert reply.get("valid") is True, f"the board rejected a valid sentence: {reply}"
     # the board polls its GPS UART on its own schedule: wait until its telemetry shows the fix
-    topic = f"baochay/v1/{board.dev}/telemetry"
+    topic = f"{PREFIX}{board.dev}/telemetry"
     observer.wait(lambda m: m[1] == topic and (json.loads(m[2]).get("r") or {}).get("gps"),
                   3 * board.cfg.get("telemetry_s", 60) + 10, since=seen)
     since = board.dut.mark()
@@ -113,7 +114,7 @@ def test_real_bme680_readings_are_plausible(board, bench, observer):
         pytest.skip("a virtual board's BME680 reads what the suite injects; plausibility is for real sensors")
     if "bme680" not in (bench.board_entry.get("sensors") or []):
         pytest.skip(f"board {bench.board_entry['name']} has no BME680 fitted")
-    topic = f"baochay/v1/{board.dev}/telemetry"
+    topic = f"{PREFIX}{board.dev}/telemetry"
     _, _, payload, _ = observer.wait(lambda m: m[1] == topic and b'"t":' in m[2], 3 * board.cfg.get("telemetry_s", 60) + 10)
     r = json.loads(payload)["r"]
     assert -10 <= r["t"] <= 50, f"air temperature {r['t']} degC"

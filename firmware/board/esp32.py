@@ -19,6 +19,7 @@ _RESET = {
 class Board:
     name = "esp32"
     chip = "esp32"
+    rig_always = False  # the rig is on only when the device was provisioned with it
 
     def __init__(self):
         # MicroPython's ESP32 bootloader rolls back an OTA image that never says it is good.
@@ -36,6 +37,8 @@ class Board:
         self._wdt = None
         self._wlan = network.WLAN(network.STA_IF)
         self._i2c = None
+        self._rig_down = False  # the rig's software press, OR'ed with the real button
+        self._rig_net_down = False
 
     def setup(self, board_cfg, device_cfg):
         self.name = board_cfg.get("name", "esp32")
@@ -63,13 +66,12 @@ class Board:
 
     # -- button, indicator --------------------------------------------------------------------
     def button_pressed(self):
+        if self._rig_down:
+            return True
         if self._button is None:
             return False
         v = self._button.value()
         return (v == 0) if self._button_active_low else (v == 1)
-
-    def set_button(self, down):
-        raise ValueError("a real board's button is pressed by hand or by the rig (DTR on GPIO0)")
 
     def _out(self, pair, on):
         if pair:
@@ -117,14 +119,11 @@ class Board:
 
     # -- network ------------------------------------------------------------------------------
     def isconnected(self):
-        return self._wlan.isconnected()
-
-    def set_network(self, up):
-        raise ValueError("network loss is simulated on virtual boards only")
+        return not self._rig_net_down and self._wlan.isconnected()
 
     async def connect_network(self, wifi_cfg):
         """Bring Wi-Fi up (and keep trying); the MQTT client waits for isconnected()."""
-        if not wifi_cfg:
+        if not wifi_cfg or self._rig_net_down:
             return False
         self._wlan.active(True)
         if not self._wlan.isconnected():
@@ -165,3 +164,18 @@ class Board:
 
     def reboot(self):
         machine.reset()
+
+    # -- test rig -------------------------------------------------------------------------------
+    def rig_button(self, down):
+        self._rig_down = bool(down)
+
+    def rig_network(self, up):
+        self._rig_net_down = not up
+        if not up:
+            try:
+                self._wlan.disconnect()
+            except OSError:
+                pass
+
+    def rig_sensors(self):
+        return None  # a real board's sensors are real

@@ -12,6 +12,7 @@ REBOOT_EXIT = 75  # the launcher restarts the firmware on the same flash when it
 class Board:
     name = "virtual"
     chip = "virtual"
+    rig_always = True  # its button, network and sensors exist only through the rig
 
     def __init__(self):
         self.sensors = []
@@ -33,7 +34,11 @@ class Board:
             except ImportError:
                 self._vs = None
             else:
-                self._vs = VirtualSensors(**(device_cfg.get("virtual_sensors") or {}))
+                sim = dict(device_cfg.get("virtual_sensors") or {})
+                cal = device_cfg.get("smoke_cal")
+                if isinstance(cal, dict) and "smoke_cal" not in sim:
+                    sim["smoke_cal"] = cal  # the simulated chamber answers in this device's calibration
+                self._vs = VirtualSensors(**sim)
 
     # -- console --------------------------------------------------------------------------
     def console_reader(self):
@@ -46,7 +51,7 @@ class Board:
     def button_pressed(self):
         return self._button
 
-    def set_button(self, down):
+    def rig_button(self, down):
         self._button = bool(down)
 
     def led(self, on):
@@ -56,8 +61,7 @@ class Board:
         self.buzzer_on = on
 
     # -- sensors (simulated) ----------------------------------------------------------------
-    @property
-    def virtual_sensors(self):
+    def rig_sensors(self):
         return self._vs
 
     def i2c(self):
@@ -79,7 +83,7 @@ class Board:
     def isconnected(self):
         return self.net_up
 
-    def set_network(self, up):
+    def rig_network(self, up):
         self.net_up = bool(up)
 
     async def connect_network(self, wifi_cfg):

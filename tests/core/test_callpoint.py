@@ -1,7 +1,6 @@
 # The manual call point: press raises at once, long hold cancels, acks move the indicator forward.
-from callpoint import CallPoint
-from drivers.button import Debouncer
-from drivers.indicator import Indicator
+from callpoint import CallPoint, Debouncer
+from indicator import Indicator
 
 
 def _alarm(cp, now=0):
@@ -30,12 +29,21 @@ def test_stages_move_forward_only():
     assert not cp.progress("other-00000009", "failed")
 
 
-def test_failed_shows_distinctly():
+def test_failed_shows_distinctly_and_a_late_acceptance_replaces_it():
     cp = CallPoint()
     _alarm(cp)
     cp.progress("d-00000001", "stored")
     assert cp.progress("d-00000001", "failed") and cp.indicator == "failed"
-    assert not cp.progress("d-00000001", "accepted")
+    assert not cp.progress("d-00000001", "stored") and cp.indicator == "failed"
+    assert cp.progress("d-00000001", "accepted", "114-HN-2") and cp.indicator == "accepted"
+    assert cp.incident == "114-HN-2"
+
+
+def test_accepted_is_final():
+    cp = CallPoint()
+    _alarm(cp)
+    assert cp.progress("d-00000001", "accepted", "114-HN-3")
+    assert not cp.progress("d-00000001", "failed") and cp.indicator == "accepted"
 
 
 def test_long_hold_in_window_cancels():

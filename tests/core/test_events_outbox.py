@@ -2,9 +2,11 @@
 import json
 
 from clock import Clock
-from events import EventFactory, ctr_of, event_id, read_signed
+from events import EventFactory
 from outbox import Outbox
 from persist import Counters
+from protocol import open_frame
+from sensing import Incidents
 from sign import Signer
 from util import TempDir, raises
 
@@ -20,9 +22,7 @@ def test_event_is_signed_and_complete():
     with TempDir() as d:
         ctr, eid, frame = _factory(d).make("alarm", "button", LOC, {"press_ms": 0})
         assert ctr == 1 and eid == "hn-a-0001-00000001"
-        body = Signer(KEY).open(frame)
-        assert body is not None
-        ev = json.loads(body)
+        ev = json.loads(open_frame(frame, Signer(KEY).hexmac))
         assert ev["v"] == 1 and ev["id"] == eid and ev["dev"] == "hn-a-0001" and ev["ctr"] == 1
         assert ev["type"] == "alarm" and ev["cause"] == "button" and ev["boot"] == 3
         assert ev["loc"] == LOC and ev["data"] == {"press_ms": 0} and ev["ts"] is None
@@ -35,7 +35,7 @@ def test_counter_survives_reboot_and_cancel_refers():
         f2 = _factory(d)  # a reboot: new objects on the same flash
         ctr, eid, frame = f2.make("cancel", "button", LOC, ref="hn-a-0001-00000001")
         assert ctr == 2
-        ev = json.loads(Signer(KEY).open(frame))
+        ev = json.loads(open_frame(frame, Signer(KEY).hexmac))
         assert ev["ref"] == "hn-a-0001-00000001"
         assert raises(ValueError, f2.make, "bogus", "x", LOC)
 
@@ -47,11 +47,11 @@ class _FullHeapSigner(Signer):
         super().__init__(key)
         self.n = n
 
-    def frame(self, body):
+    def hexmac(self, body):
         if self.n:
             self.n -= 1
             raise MemoryError("memory allocation failed")
-        return super().frame(body)
+        return super().hexmac(body)
 
 
 def test_an_event_the_heap_cannot_hold_uses_up_no_number():
@@ -64,20 +64,18 @@ def test_an_event_the_heap_cannot_hold_uses_up_no_number():
         assert Counters(d + "/state").get("ctr") == 1  # persisted before the event leaves the factory
 
 
-def test_event_id_helpers():
-    assert event_id("dev-1", 17) == "dev-1-00000017"
-    assert ctr_of("dev-1-00000017") == 17
-    assert ctr_of("garbage") == -1 and ctr_of(None) == -1
-
-
-def test_read_signed_rejects_forgery():
-    s = Signer(KEY)
-    good = s.frame(b'{"v":1,"id":"x","stage":"stored"}')
-    assert read_signed(s, good)["stage"] == "stored"
-    assert read_signed(Signer(bytes(32)), good) is None
-    assert read_signed(s, s.frame(b'{"v":2}')) is None
-    assert read_signed(s, s.frame(b"[1,2]")) is None
-    assert read_signed(s, s.frame(b"not json")) is None
+def test_incidents_link_a_sensor_story():
+    inc = Incidents()
+    assert inc.ref_for("prealarm", "heat") is None
+    inc.raised("prealarm", "heat", "d-00000001", None)
+    assert inc.ref_for("alarm", "heat") == "d-00000001"  # the alarm confirms the prealarm
+    inc.raised("alarm", "heat", "d-00000002", "d-00000001")
+    inc.raised("fault", "i2c", "d-00000003", None)
+    assert inc.ref_for("restore", "i2c") == "d-00000003"  # a fault's restore names the fault
+    inc.raised("restore", "i2c", "d-00000004", "d-00000003")
+    assert inc.ref_for("restore", "heat") == "d-00000001"  # the end of the incident
+    inc.raised("restore", "heat", "d-00000005", "d-00000001")
+    assert inc.ref_for("prealarm", "smoke") is None  # a new incident
 
 
 def test_outbox_order_and_removal_across_reopen():
@@ -103,8 +101,7 @@ def test_outbox_evicts_faults_never_alarms():
         assert ob.ctrs() == [2, 3, 4, 5] and ob.evicted == 1
         ob.put(6, "cancel", b"c6")  # 3 goes
         ob.put(7, "alarm", b"a7")  # nothing evictable left: alarms are kept anyway
-        assert ob.ctrs() == [2, 4, 5, 6, 7]
-        assert ob.over_limit()
+        assert ob.ctrs() == [2, 4, 5, 6, 7] and len(ob) > ob.limit
 
 
 def test_outbox_ignores_half_written_records():

@@ -2,7 +2,7 @@
 # The full rate x lag x noise grid lives in tests/detection (CPython); these run on MicroPython too.
 import math
 
-from heat import HeatDetector
+from detect.heat import HeatDetector
 from util import raises
 
 

@@ -1,5 +1,5 @@
 # Location policy: a fresh, accurate GPS fix wins, else the fixed coordinates; loss and recovery.
-from location import LocationPolicy
+from detect.location import LocationPolicy
 
 FIXED = {"lat": 21.0285111, "lon": 105.8048169, "acc": 15}
 

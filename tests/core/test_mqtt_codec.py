@@ -4,6 +4,7 @@ from binascii import unhexlify
 
 import broker_codec as bc
 import mqtt_codec as mc
+from protocol import topic
 from util import raises
 
 
@@ -76,12 +77,12 @@ def test_connect_variable_header_matches_spec_example():
 def test_connect_minimal_and_roundtrip():
     assert mc.connect("ab", keepalive=0, clean=True) == h("10 0e 0004 4d515454 04 02 0000 0002 6162")
     ptype, flags, body = decode_all(mc.connect("dev-1", "dev-1", b"secret", 30, False,
-                                               ("baochay/v1/dev-1/status", b'{"v":1}', 1, True)))[0]
+                                               (topic("dev-1", "status"), b'{"v":1}', 1, True)))[0]
     assert (ptype, flags) == (mc.CONNECT, 0)
     c = bc.parse_connect(body)
     assert c["client_id"] == "dev-1" and c["user"] == "dev-1" and c["password"] == b"secret"
     assert c["keepalive"] == 30 and c["clean"] is False
-    assert c["will"] == ("baochay/v1/dev-1/status", b'{"v":1}', 1, True)
+    assert c["will"] == (topic("dev-1", "status"), b'{"v":1}', 1, True)
     assert raises(ValueError, mc.connect, "x", None, b"p")  # password without user
 
 
@@ -95,10 +96,10 @@ def test_publish_bytes_and_flags():
 
 def test_publish_roundtrip_with_large_payload():
     payload = bytes(range(256)) * 40  # 10240 bytes: three length bytes
-    pkt = mc.publish("baochay/v1/x/event", payload, 1, True, 65535, dup=True)
+    pkt = mc.publish(topic("xyz", "event"), payload, 1, True, 65535, dup=True)
     [(ptype, flags, body)] = decode_all(pkt)
     assert ptype == mc.PUBLISH
-    assert mc.parse_publish(flags, body) == ("baochay/v1/x/event", payload, 1, True, True, 65535)
+    assert mc.parse_publish(flags, body) == (topic("xyz", "event"), payload, 1, True, True, 65535)
 
 
 def test_small_packets_bytes():

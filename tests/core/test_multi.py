@@ -1,7 +1,7 @@
 # Multi-criteria: one criterion -> prealarm, confirmation -> alarm, restore; faults; evidence size.
 import json
 
-from multi import MultiCriteria
+from detect.multi_criteria import MultiCriteria
 
 
 def R(t=24.0, obs=0.0, rh=55.0, gas=100000, p=100900):

@@ -1,7 +1,8 @@
-# The sensing task on the simulated sensors of the virtual board: events from the console `sensor`
-# and `nmea` commands, sensor / GPS / battery / tamper faults, readings, location, self-test.
+# The sensing task on the simulated sensors of the virtual board: events from the test rig's
+# `sensor` and `nmea` commands, sensor / GPS / battery / tamper faults, readings, location, self-test.
 import asyncio
 
+import rig
 from board.virtual_sensors import VirtualSensors
 from drivers.gps import checksum
 from sensing import Sensing
@@ -33,28 +34,35 @@ class Adc:
 
 
 class Board:
-    name = "virtual"
-
     def __init__(self, vs, sensors=("bme680", "smoke", "gps"), batt=None, tamper=None):
-        self.virtual_sensors = vs
+        self.vs = vs
         self.sensors = list(sensors)
         self._batt = batt
         self._tamper = tamper
 
+    def rig_sensors(self):
+        return self.vs
+
     def i2c(self):
-        return self.virtual_sensors.i2c()
+        return self.vs.i2c()
 
     def smoke_adc(self):
-        return self.virtual_sensors.smoke_adc()
+        return self.vs.smoke_adc()
 
     def gps_uart(self):
-        return self.virtual_sensors.gps_uart()
+        return self.vs.gps_uart()
 
     def battery_adc(self):
         return self._batt
 
     def tamper_pin(self):
         return self._tamper
+
+
+class App:  # what the rig's commands use of the app
+    def __init__(self, board, sensing):
+        self.board = board
+        self.sensing = sensing
 
 
 class Rig:
@@ -67,7 +75,11 @@ class Rig:
         c.update(cfg or {})
         self.s = Sensing(self.board, c, lambda typ, cause, data: self.events.append((typ, cause, data)),
                          lambda: self.now[0])
-        self.cmds = self.s.console_commands()
+        self.cmds = {}
+        rig.register(App(self.board, self.s), self)
+
+    def register(self, name, handler):  # as the console does
+        self.cmds[name] = handler
 
     async def steps(self, seconds, every_ms=2000):
         for _ in range(int(seconds * 1000 // every_ms)):

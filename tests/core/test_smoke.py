@@ -1,7 +1,7 @@
 # Optical smoke chamber and the smoke detector (EN 54-7 band 1): thresholds, persistence, drift
 # compensation and its fault, steam discrimination; synthetic smouldering / flaming / steam / dust.
-from drivers.smoke import SmokeChamber, check_cal, obscuration
-from smoke_detector import SmokeDetector
+from detect.smoke import SmokeDetector
+from drivers.smoke_chamber import SmokeChamber, check_cal, obscuration
 from util import raises
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "firmware"))
 
-from heat import HeatDetector  # noqa: E402
+from detect.heat import HeatDetector  # noqa: E402
 
 # EN 54-5 class A1 response-time limits from 25 degC, seconds: rate K/min -> (lower, upper).
 A1_WINDOWS = {1: (29 * 60, 40 * 60 + 20), 3: (7 * 60 + 13, 13 * 60 + 40), 5: (4 * 60 + 9, 8 * 60 + 20),

@@ -3,7 +3,7 @@ rates x lags x noise seeds x sample periods, nuisance profiles, and hypothesis-g
 
 import pytest
 import sim
-from heat import HeatDetector
+from detect.heat import HeatDetector
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 

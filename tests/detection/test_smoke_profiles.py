@@ -1,9 +1,9 @@
 """Smoke detector on synthetic chamber profiles, with hypothesis: slow dust drift never alarms, a
 held obscuration above the threshold always does, steam alone never does."""
 
+from detect.smoke import SmokeDetector
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smoke_detector import SmokeDetector
 
 
 def run(d, profile, start, end, step):

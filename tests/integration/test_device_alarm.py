@@ -10,6 +10,7 @@ import time
 import pytest
 from integration.support import Observer, body_of
 
+from firmware.protocol import PREFIX
 from stack.vboard import VirtualBoard
 
 
@@ -23,7 +24,7 @@ def verify(frame: bytes, key_hex: str) -> dict:
 def ack(observer, vb, eid, stage, **extra):
     body = json.dumps({"v": 1, "id": eid, "stage": stage, "ts": int(time.time()), **extra}, separators=(",", ":")).encode()
     sig = hmac.new(bytes.fromhex(vb.cfg["key"]), body, hashlib.sha256).hexdigest().encode()
-    observer.publish(f"baochay/v1/{vb.cfg['dev']}/ack", body + b"\n" + sig)
+    observer.publish(f"{PREFIX}{vb.cfg['dev']}/ack", body + b"\n" + sig)
 
 
 def wait_indicator(vb, state, since=0, timeout=10):
@@ -32,9 +33,9 @@ def wait_indicator(vb, state, since=0, timeout=10):
 
 def test_press_sends_signed_alarm_with_location(make_board, observer):
     vb = make_board("hn-a-0001", lat=21.0285, lon=105.8048, acc=12)
-    observer.wait(lambda m: m[0] == "baochay/v1/hn-a-0001/status" and b'"online"' in m[1])
+    observer.wait(lambda m: m[0] == PREFIX + "hn-a-0001/status" and b'"online"' in m[1])
     vb.request("press", ms=100)
-    t, frame, _ = observer.wait(lambda m: m[0] == "baochay/v1/hn-a-0001/event")
+    t, frame, _ = observer.wait(lambda m: m[0] == PREFIX + "hn-a-0001/event")
     ev = verify(frame, vb.cfg["key"])
     assert ev["type"] == "alarm" and ev["cause"] == "button" and ev["dev"] == "hn-a-0001"
     assert ev["id"] == "hn-a-0001-00000001" and ev["ctr"] == 1
@@ -47,10 +48,10 @@ def test_press_sends_signed_alarm_with_location(make_board, observer):
 
 def test_birth_is_retained_with_version_and_board(make_board, broker, observer):
     make_board("hn-a-0002")
-    observer.wait(lambda m: m[0] == "baochay/v1/hn-a-0002/status")  # the birth has been published
-    late = Observer(broker, topics=("baochay/v1/+/status",))  # subscribes after the birth
+    observer.wait(lambda m: m[0] == PREFIX + "hn-a-0002/status")  # the birth has been published
+    late = Observer(broker, topics=(PREFIX + "+/status",))  # subscribes after the birth
     try:
-        t, payload, retained = late.wait(lambda m: m[0] == "baochay/v1/hn-a-0002/status")
+        t, payload, retained = late.wait(lambda m: m[0] == PREFIX + "hn-a-0002/status")
         birth = json.loads(payload)
         assert retained and birth["state"] == "online" and birth["board"] == "virtual"
         assert birth["fw"] == "0.1.0" and birth["boot"] == 1
@@ -82,7 +83,7 @@ def test_forged_ack_is_ignored(make_board, observer):
     eid = body_of(frame)["id"]
     mark = vb.console.mark()
     body = json.dumps({"v": 1, "id": eid, "stage": "accepted", "incident": "FAKE"}).encode()
-    observer.publish("baochay/v1/hn-a-0004/ack", body + b"\n" + b"0" * 64)
+    observer.publish(PREFIX + "hn-a-0004/ack", body + b"\n" + b"0" * 64)
     vb.console.wait_for(lambda m: m.get("ev") == "rejected", 10, since=mark)
     assert vb.request("indicator")["state"] == "sent"
     assert vb.request("outbox")["ids"] == [eid]
@@ -212,14 +213,16 @@ def test_scenario_within_64k_data_heap(make_board, observer):
 
 
 # The firmware in ROM (as an ESP32 build with ROMFS or frozen modules), everything else in the heap of
-# the 64-bit unix port, capped at the 64 KB target (docs/performance.md, "Firmware memory").
-PANIC_HEAP = "64K"
+# the 64-bit unix port, capped at 72 KB: one module per job costs the panic button about 4 KB more
+# here than the one-module app did at 64 KB (docs/performance.md, "Firmware memory"; the chip's own
+# figure comes from the emulated ESP32).
+PANIC_HEAP = "72K"
 
 
 def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, broker):
     vb = make_board("hn-a-0013", heap=PANIC_HEAP, board="virtual-panic", hold_cancel_ms=800)
     assert vb.request("status")["sensors"] == []
-    observer.wait(lambda m: m[0] == "baochay/v1/hn-a-0013/status" and b'"online"' in m[1])
+    observer.wait(lambda m: m[0] == PREFIX + "hn-a-0013/status" and b'"online"' in m[1])
     # press -> a signed alarm; ack -> the indicator follows
     vb.request("press", ms=80)
     _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0013/event"))
@@ -256,7 +259,7 @@ def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, brok
 def test_a_full_heap_delays_the_alarm_and_loses_nothing(make_board, observer):
     # A long debounce, so the press's edge comes after the heap is taken, whatever the machine's load.
     vb = make_board("hn-a-0017", heap=PANIC_HEAP, board="virtual-panic", debounce_ms=300)
-    observer.wait(lambda m: m[0] == "baochay/v1/hn-a-0017/status" and b'"online"' in m[1])
+    observer.wait(lambda m: m[0] == PREFIX + "hn-a-0017/status" and b'"online"' in m[1])
     mark = vb.console.mark()
     vb.console.send({"cmd": "press", "ms": 800})
     vb.console.send({"cmd": "hog", "ms": 1500, "tag": "hog"})
@@ -281,7 +284,7 @@ def test_firmware_in_rom_keeps_its_bytecode_out_of_the_heap(make_board, observer
     in_rom = make_board("hn-a-0015", board="virtual-panic")
     in_heap = make_board("hn-a-0016", board="virtual-panic", rom=False)
     for vb in (in_rom, in_heap):
-        topic = f"baochay/v1/{vb.cfg['dev']}/"
+        topic = f"{PREFIX}{vb.cfg['dev']}/"
         observer.wait(lambda m, t=topic: m[0] == t + "status" and b'"online"' in m[1])
         vb.request("press", ms=80)
         observer.wait(lambda m, t=topic: m[0] == t + "event")

@@ -7,8 +7,8 @@
 # The level only escalates while any criterion holds, so one fire gives one prealarm and one alarm.
 # Detector faults (an impossible temperature, a chamber beyond its drift range) come out as
 # fault/restore events with cause sensor / chamber.
-from heat import HeatDetector
-from smoke_detector import SmokeDetector
+from detect.heat import HeatDetector
+from detect.smoke import SmokeDetector
 
 LEVELS = {"normal": 0, "prealarm": 1, "alarm": 2}
 HIST_EVERY_S = 6

@@ -1,0 +1,7 @@
+# The names of the board contract declared and documented in board/__init__.py, for the test that
+# checks both boards against it. Not imported by the firmware: a tuple of names costs heap.
+ATTRIBUTES = ("name", "chip", "sensors", "pins", "reset_cause", "rig_always")
+METHODS = ("setup", "console_reader", "console_write", "button_pressed", "led", "buzzer", "i2c",
+           "gps_uart", "smoke_adc", "battery_adc", "tamper_pin", "isconnected", "connect_network",
+           "rssi", "wall_clock_synced", "sync_time", "wdt_start", "wdt_feed", "reboot",
+           "rig_button", "rig_network", "rig_sensors")

@@ -1,0 +1,99 @@
+# Commands: the bridge's signed remote commands (docs/protocol.md section 8) and the console
+# commands every device answers (section 9). Test-rig commands are in rig.py.
+import asyncio
+import gc
+
+from compat import ticks_diff, ticks_ms
+from protocol import REMOTE_CONFIG, Refused, check_command, event_id
+
+IDENTIFY_MS = 10000
+
+
+_app = None  # the app the commands act on
+
+
+def register(app, console, configured=True):
+    """The console commands; a device with a broken config answers only the first three.
+    Functions, not a class: on a small heap every class and bound method costs."""
+    global _app
+    _app = app
+    console.register("status", status)
+    console.register("heap", heap)
+    console.register("reboot", reboot)
+    if configured:
+        console.register("outbox", outbox)
+        console.register("indicator", indicator)
+        console.register("selftest", selftest)
+
+
+# -- remote (signed by the bridge) -------------------------------------------------------
+
+def remote(msg):
+    """An authentic command body: run it unless replayed (its ctr must beat the last one)."""
+    a = _app
+    try:
+        name, ctr, args = check_command(msg)
+    except Refused as e:
+        a.console.emit("rejected", topic="cmd", reason=e.reason)
+        return
+    if ctr <= a.counters.get("cmd"):
+        a.console.emit("rejected", topic="cmd", reason="replayed or unnumbered command")
+        return
+    a.counters.set("cmd", ctr)
+    a.console.emit("cmd", cmd=name)
+    if name == "identify":
+        a.identify_until = ticks_diff(ticks_ms(), -IDENTIFY_MS)
+        a.show()
+    elif name == "silence":
+        a.indicator.silence()
+    elif name == "self-test":
+        asyncio.create_task(a.selftest())
+    elif name == "reboot":
+        asyncio.create_task(a.reboot())
+    elif name == "config":
+        for k in REMOTE_CONFIG:
+            if isinstance(args.get(k), int) and args[k] >= 0:
+                a.cfg[k] = args[k]
+        a.cp.cancel_window_ms = a.cfg["cancel_window_s"] * 1000
+
+
+# -- console -----------------------------------------------------------------------------
+
+def status(args):
+    a = _app
+    out = {"dev": a.dev, "fw": a.FW_VERSION, "board": a.board.name, "boot": a.clock.boot,
+           "up": a.clock.uptime_ms(), "indicator": a.indicator.state,
+           "fault": list(a.fault) if a.fault else None,
+           "heap_free": gc.mem_free(), "heap_peak": a.heap_peak, "lowmem": a.memory_errors()}
+    if a.dev:
+        out.update({"mqtt": "connected" if a.mq and a.mq.connected else "connecting",
+                    "net": a.board.isconnected(), "outbox": len(a.delivery),
+                    "last_event": a.last_event, "sensors": a.board.sensors, "test_rig": a.rig})
+    return out
+
+
+def heap(args):
+    a = _app
+    gc.collect()
+    return {"free": gc.mem_free(), "alloc": gc.mem_alloc(), "peak": a.heap_peak,
+            "base": a.heap_base, "data_peak": a.heap_peak - a.heap_base, "lowmem": a.memory_errors()}
+
+
+def outbox(args):
+    a = _app
+    return {"ids": [event_id(a.dev, n) for n in a.delivery.pending()], "evicted": a.outbox.evicted}
+
+
+def indicator(args):
+    a = _app
+    return {"state": a.indicator.state, "stage": a.delivery.stage(a.cp.alarm_id),
+            "event": a.cp.alarm_id, "incident": a.cp.incident}
+
+
+def reboot(args):
+    asyncio.create_task(_app.reboot())
+
+
+def selftest(args):
+    asyncio.create_task(_app.selftest())
+    return {"started": True}

@@ -1,0 +1,118 @@
+# Test-rig console commands (docs/protocol.md section 9): drive the button, the network and the
+# sensors, hang the main loop, fill the heap. Imported and registered only when the rig is enabled
+# (provisioned with `test_rig`, or a board whose inputs exist only through the rig), so a device
+# in the field neither answers them nor spends heap on them.
+import asyncio
+import gc
+
+from compat import ticks_add, ticks_diff, ticks_ms
+from console import RIG_COMMANDS
+
+MAX_MS = 60000
+
+
+def _ms(args, default):
+    ms = args.get("ms", default)
+    if not isinstance(ms, int) or ms < 0 or ms > MAX_MS:
+        raise ValueError("ms must be an integer 0..%d" % MAX_MS)
+    return ms
+
+
+_app = None  # the app whose board and sensing the commands drive
+
+
+def register(app, console):
+    """Functions, not a class: on a small heap every class and bound method costs."""
+    global _app
+    _app = app
+    g = globals()
+    for name in RIG_COMMANDS:
+        console.register(name, g[name])
+
+
+def press(args):
+    """Press the button for `ms` (default 100), as a finger would."""
+    ms = _ms(args, 100)
+    _app.board.rig_button(True)
+
+    async def release():
+        await asyncio.sleep_ms(ms)
+        _app.board.rig_button(False)
+
+    asyncio.create_task(release())
+
+
+def button(args):
+    _app.board.rig_button(bool(args.get("down")))
+
+
+def net(args):
+    _app.board.rig_network(bool(args.get("up")))
+
+
+def hang(args):
+    """Spin the main loop's thread: the watchdog is expected to reset the device."""
+
+    async def spin():
+        await asyncio.sleep_ms(50)  # let the reply leave first
+        while True:
+            pass
+
+    asyncio.create_task(spin())
+    return {"hanging": True}
+
+
+def hog(args):
+    """Take every free byte of the heap for `ms`, as a leak or a burst would, to show that the
+    device rides it out and that a press meanwhile is raised once memory returns."""
+    ms = _ms(args, 500)
+
+    async def hold():
+        held = []
+        end = ticks_add(ticks_ms(), ms)
+        while ticks_diff(end, ticks_ms()) > 0:
+            for size in (1024, 128, 16):  # and again each pass: what others free is taken too
+                try:
+                    while True:
+                        held.append(bytearray(size))
+                except MemoryError:
+                    pass
+            await asyncio.sleep_ms(5)
+        held = None  # noqa: F841  # let go before collecting
+        gc.collect()
+
+    asyncio.create_task(hold())
+    return {"ms": ms, "up": _app.clock.uptime_ms()}
+
+
+def sensor(args):
+    """Set the simulated sensors' readings (t, rh, p, gas, obs, unplugged, stuck, ...)."""
+    sim = _app.board.rig_sensors()
+    if sim is None:
+        return {"ok": False, "error": "no simulated sensors on this board"}
+    fields = {}
+    for k in args:
+        if k not in ("cmd", "tag"):
+            fields[k] = args[k]
+    try:
+        sim.set(**fields)
+    except (ValueError, TypeError) as e:
+        return {"ok": False, "error": str(e)}
+    return {"ok": True, "sensor": sim.state()}
+
+
+def nmea(args):
+    """One NMEA sentence into the GPS: through the simulated UART where there is one, else
+    straight to the driver."""
+    line = args.get("line")
+    if not isinstance(line, str):
+        return {"ok": False, "error": "'line' must be a string"}
+    sim = _app.board.rig_sensors()
+    sensing = _app.sensing
+    if sim is not None and hasattr(sim, "gps_uart"):
+        sim.gps_uart().feed(line)  # through the UART, as a receiver would send it
+    elif sensing is None or not sensing.feed_nmea(line):
+        return {"ok": False, "error": "no GPS on this board"}
+    from drivers.gps import parse
+
+    return {"ok": True, "valid": parse(line) is not None}
