@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from firmware.protocol import PREFIX
+
 # --- MQTT 3.1.1 packets (only what a device needs) ---
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 8, 9, 12, 13, 14
 
@@ -248,20 +250,20 @@ class AsyncDevice:
         self.outbox: dict[str, bytes] = {}  # event id -> frame, until acked `stored`
         self._waiters: list[tuple[str, str, asyncio.Future]] = []
         self.on_raw: Callable[[str, bytes], None] | None = None
-        will = (f"baochay/v1/{dev}/status", b'{"v":1,"state":"offline"}', 1, True)
+        will = (f"{PREFIX}{dev}/status", b'{"v":1,"state":"offline"}', 1, True)
         self.conn = MqttConnection(host, port, dev, dev, password, keepalive, clean=False, will=will,
                                    on_publish=self._on_publish)
 
     # --- connection ---
     async def connect(self, resend: bool = True) -> None:
         await self.conn.connect()
-        await self.conn.subscribe([(f"baochay/v1/{self.dev}/ack", 1), (f"baochay/v1/{self.dev}/cmd", 1)])
+        await self.conn.subscribe([(f"{PREFIX}{self.dev}/ack", 1), (f"{PREFIX}{self.dev}/cmd", 1)])
         birth = {"v": 1, "state": "online", "fw": self.fw, "board": self.board, "boot": self.boot,
                  "up": self.uptime(), "ts": int(time.time())}
-        await self.conn.publish(f"baochay/v1/{self.dev}/status", _json(birth), qos=1, retain=True)
+        await self.conn.publish(f"{PREFIX}{self.dev}/status", _json(birth), qos=1, retain=True)
         if resend:
             for frame in list(self.outbox.values()):
-                self.conn.publish_nowait(f"baochay/v1/{self.dev}/event", frame, qos=1)
+                self.conn.publish_nowait(f"{PREFIX}{self.dev}/event", frame, qos=1)
 
     def uptime(self) -> int:
         return int((time.monotonic() - self.t0) * 1000)
@@ -275,7 +277,7 @@ class AsyncDevice:
         eid = f"{self.dev}-{ctr:08d}"
         body = {"v": 1, "id": eid, "dev": self.dev, "ctr": ctr, "type": type, "cause": cause,
                 "ts": int(time.time()), "up": self.uptime(), "boot": self.boot, "loc": loc or self.loc,
-                "data": data if data is not None else ({"press_ms": 0} if cause == "button" else {})}
+                "data": data if data is not None else {}}
         if ref:
             body["ref"] = ref
         return eid, sign(self.key, _json(body))
@@ -284,7 +286,7 @@ class AsyncDevice:
         if keep:
             self.outbox[eid] = frame
         self.sent_at.setdefault(eid, time.monotonic())
-        return self.conn.publish_nowait(f"baochay/v1/{self.dev}/event", frame, qos=1)
+        return self.conn.publish_nowait(f"{PREFIX}{self.dev}/event", frame, qos=1)
 
     async def send_event(self, *args, **kw) -> str:
         eid, frame = self.make_event(*args, **kw)
@@ -297,7 +299,7 @@ class AsyncDevice:
         body = {"v": 1, "dev": self.dev, "up": self.uptime(), "ts": int(time.time()), "boot": self.boot,
                 "heap_free": 60000, "heap_peak": 40000, "rssi": rssi,
                 "batt": None if batt_pct is None else {"v": 3.7, "pct": batt_pct}, "r": {}, "outbox": len(self.outbox)}
-        await self.conn.publish(f"baochay/v1/{self.dev}/telemetry", _json(body), qos=0)
+        await self.conn.publish(f"{PREFIX}{self.dev}/telemetry", _json(body), qos=0)
 
     # --- incoming ---
     def _on_publish(self, topic: str, payload: bytes) -> None:
@@ -462,12 +464,12 @@ async def relay(host: str, port: int, user: str, password: str, ready: Callable[
 
     def on_publish(topic: str, payload: bytes) -> None:
         dev = topic.split("/")[2]
-        conn.publish_nowait(f"baochay/v1/{dev}/ack", payload, qos=1)
+        conn.publish_nowait(f"{PREFIX}{dev}/ack", payload, qos=1)
 
     conn = MqttConnection(host, port, f"relay-{user}", user, password, keepalive=60, clean=True,
                           on_publish=on_publish)
     await conn.connect()
-    await conn.subscribe([("baochay/v1/+/event", 1)])
+    await conn.subscribe([(PREFIX + "+/event", 1)])
     if ready:
         ready()
     await conn.closed.wait()

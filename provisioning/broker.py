@@ -12,8 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack.mosquitto import DEVICE_ACL, bridge_acl
-
+from .acl import DEVICE_ACL, bridge_acl
 from .errors import ProvisionError
 from .register import set_broker_password
 

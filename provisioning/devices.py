@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware.protocol_host import ID_MAX, ID_MIN, valid_id
+
 from .boards import BOARDS_YAML, get_board
 from .errors import ProvisionError
 
 DEFAULT_DEVICES_DIR = Path("var") / "devices"
-ID_RE = re.compile(r"^[a-z0-9-]{3,32}$")
 CSV_COLUMNS = ("id", "board", "building", "address", "floor", "room", "lat", "lon", "acc", "contact_phone",
                "province")
 CSV_OPTIONAL = ("dc09_account",)
@@ -64,8 +65,8 @@ class Site:
 
 
 def check_id(dev_id: str) -> str:
-    if not ID_RE.match(dev_id or ""):
-        raise DeviceError(f"device id {dev_id!r}: must be 3-32 characters of a-z, 0-9 and '-'")
+    if not valid_id(dev_id):
+        raise DeviceError(f"device id {dev_id!r}: must be {ID_MIN}-{ID_MAX} characters of a-z, 0-9 and '-'")
     return dev_id
 
 

@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from stack.mosquitto import DEVICE_ACL, MosquittoMissing, find_passwd_tool
+from provisioning.acl import DEVICE_ACL
+from stack.mosquitto import MosquittoMissing, find_passwd_tool
 
 from .boards import Board
 from .errors import ProvisionError

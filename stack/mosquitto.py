@@ -13,34 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provisioning.acl import DEVICE_ACL, bridge_acl, observer_acl
+
 from .ports import free_port, wait_port
 from .procs import stop_process
-
-# Devices: publish only on their own topics, read only their own acks and commands (%u = user name).
-DEVICE_ACL = """\
-pattern write baochay/v1/%u/event
-pattern write baochay/v1/%u/telemetry
-pattern write baochay/v1/%u/status
-pattern read baochay/v1/%u/ack
-pattern read baochay/v1/%u/cmd
-"""
-
-
-def bridge_acl(user: str) -> str:
-    return (
-        f"user {user}\n"
-        "topic read baochay/v1/+/event\n"
-        "topic read baochay/v1/+/telemetry\n"
-        "topic read baochay/v1/+/status\n"
-        "topic write baochay/v1/+/ack\n"
-        "topic write baochay/v1/+/cmd\n"
-        "topic readwrite baochay/v1/bridge/#\n"
-    )
-
-
-def observer_acl(user: str) -> str:
-    """Read-only view of all device traffic (the demo's live feed, monitoring)."""
-    return f"user {user}\ntopic read baochay/v1/#\n"
 
 
 class MosquittoMissing(RuntimeError):
@@ -150,7 +126,7 @@ class Mosquitto:
     def _tls_listener(self) -> str:
         if not self.tls:
             return ""
-        if not (self.tls_key and self.tls_ca):
+        if not (self.tls_cert and self.tls_key and self.tls_ca):
             raise ValueError("a TLS listener needs tls_cert, tls_key and tls_ca")
         return (
             f"listener {self.tls_port} {self.host}\n"

@@ -20,9 +20,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
+
+from firmware.protocol import PREFIX
 
 from .console import Console, ConsoleError
 from .devices import device_config, write_device
@@ -34,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = "state.json"
 
 # Three sites far apart, so the intake page shows the location at a glance.
-SITES = [
+SITES: list[dict[str, Any]] = [
     {"dev": "hn-tower-a-01", "lat": 21.028511, "lon": 105.804817, "acc": 10,
      "site": {"building": "Tòa nhà Sông Hồng, tháp A", "address": "23 Phan Chu Trinh, Hoàn Kiếm, Hà Nội",
               "floor": "12", "room": "1203", "contact_phone": "+84 24 3825 0000", "province": "Hà Nội"}},
@@ -86,6 +89,7 @@ class Stack:
         got = threading.Event()
 
         def pump() -> None:
+            assert p.stdout is not None  # a pipe
             for raw in p.stdout:
                 log.write(raw)
                 log.flush()
@@ -114,11 +118,16 @@ class Stack:
                         "lon": cfg["loc"]["lon"], "acc": cfg["loc"]["acc"], "supervision": "mains", **site})
         reg.close()
 
+    def _broker(self) -> Mosquitto:  # started by up(); a clear error before that
+        if self.broker is None:
+            raise RuntimeError("the broker is not started")
+        return self.broker
+
     def start_bridge(self) -> None:
         conf = {
             "bridge_id": "local",
             "db": str(self.dir / "bridge.db"),
-            "mqtt": {"host": "127.0.0.1", "port": self.broker.port, "user": "bridge", "password": self.bridge_pw},
+            "mqtt": {"host": "127.0.0.1", "port": self._broker().port, "user": "bridge", "password": self.bridge_pw},
             "metrics": {"host": "127.0.0.1", "port": 0},
             "sinks": [{"name": "intake114", "type": "intake-json", "url": self.intake_url}],
             "accepted_from": "intake114",
@@ -136,7 +145,7 @@ class Stack:
             vb = VirtualBoard(self.dir / "flash" / cfg["dev"], device_config=path, heap=self.heap,
                               log=self.dir / f"{cfg['dev']}.log", board=self.board)
             vb.start()
-            if not self.keep_consoles:
+            if not self.keep_consoles and vb.console is not None:
                 vb.console.close()  # leave the port free for `make press` and serial tools
                 vb.console = None
             s["port"] = vb.port
@@ -162,8 +171,8 @@ class Stack:
                 say(f"{t}  {dev}: {body.get('id')} {body.get('stage')} {extra}")
 
         c.on_message = on_message
-        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([("baochay/v1/+/event", 1), ("baochay/v1/+/ack", 1)])
-        c.connect("127.0.0.1", self.broker.port)
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([(PREFIX + "+/event", 1), (PREFIX + "+/ack", 1)])
+        c.connect("127.0.0.1", self._broker().port)
         c.loop_start()
         self.watcher = c
 
@@ -180,7 +189,7 @@ class Stack:
         say("Starting Báo cháy 114 Edge locally (loopback only):")
         self.start_broker()
         for s in self.sites:
-            s["cfg"]["mqtt"]["port"] = self.broker.port
+            s["cfg"]["mqtt"]["port"] = self._broker().port
         self.start_intake()
         self.register_devices()
         self.start_bridge()
@@ -258,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     say("Ready. To press a button:")
     say(f"  type its number (1-{len(boards)}) and Enter here, or run `make press DEVICE={boards[0]}` in another terminal")
     say(f"Watch: the intake page {stack.intake_url}/ , and `.venv/bin/baochay-bridge status --config {stack.bridge_conf}`")
-    say(f"Raw signed frames: mosquitto_sub -h 127.0.0.1 -p {stack.broker.port} -u watcher -P {stack.watch_pw} -t 'baochay/v1/#' -v")
+    say(f"Raw signed frames: mosquitto_sub -h 127.0.0.1 -p {stack._broker().port} -u watcher -P {stack.watch_pw} -t '{PREFIX}#' -v")
     say("Ctrl-C stops everything.\n")
     try:
         while True:

@@ -52,10 +52,12 @@ class VirtualBoard:
 
     def start(self, wait_boot: bool = True, timeout: float = 20.0) -> VirtualBoard:
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env)
-        line = self.proc.stdout.readline().decode().strip()
+        proc = self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            cwd=ROOT, env=env)
+        assert proc.stdout is not None and proc.stderr is not None  # both are pipes
+        line = proc.stdout.readline().decode().strip()
         if not line.startswith("console="):
-            err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
+            err = proc.stderr.read().decode() if proc.poll() is not None else ""
             self.stop()
             raise RuntimeError(f"virtual board did not start: {line!r} {err}")
         self.port = line.split("=", 1)[1]
@@ -66,10 +68,11 @@ class VirtualBoard:
 
     def power_cut(self, wait_boot: bool = True, timeout: float = 20.0) -> None:
         """SIGKILL the firmware; the board comes back on the same flash and the same console."""
-        mark = self.console.mark()
-        self.proc.send_signal(signal.SIGUSR1)
+        con = self._console()
+        mark = con.mark()
+        self._proc().send_signal(signal.SIGUSR1)
         if wait_boot:
-            self.console.wait_for(lambda m: m.get("ev") == "boot", timeout, since=mark)
+            con.wait_for(lambda m: m.get("ev") == "boot", timeout, since=mark)
 
     def kill(self) -> None:
         """SIGKILL the whole board (launcher and firmware) at once."""
@@ -88,10 +91,22 @@ class VirtualBoard:
             self.console = None
 
     def request(self, cmd: str, **args) -> dict:
-        return self.console.request(cmd, **args)
+        return self._console().request(cmd, **args)
 
-    def wait_exit(self, timeout: float) -> int:
+    def wait_exit(self, timeout: float) -> int | None:
+        """The launcher's exit code, or None when it is still running after `timeout`."""
+        proc = self._proc()
         end = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < end:
+        while proc.poll() is None and time.monotonic() < end:
             time.sleep(0.05)
-        return self.proc.poll()
+        return proc.poll()
+
+    def _proc(self) -> subprocess.Popen:
+        if self.proc is None:
+            raise RuntimeError("the virtual board is not started: call start() first")
+        return self.proc
+
+    def _console(self) -> Console:
+        if self.console is None:
+            raise RuntimeError("the virtual board has no console: call start() first")
+        return self.console

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from firmware.protocol import PREFIX
 from stack.devices import device_config, write_device
 from stack.mosquitto import Mosquitto
 
@@ -82,7 +83,7 @@ class Observer:
         self.c.reconnect_delay_set(1, 2)
         self.c.username_pw_set(user, password)
         self.c.on_message = self._on_message
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe("baochay/v1/#", 1)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(PREFIX + "#", 1)
         self.c.connect_async(host, port, keepalive=10)
         self.c.loop_start()
 

@@ -9,6 +9,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from firmware.protocol import PREFIX
 from stack.mosquitto import Mosquitto
 
 TEST_USER = ("observer", "observer-password")
@@ -17,7 +18,7 @@ TEST_USER = ("observer", "observer-password")
 class Observer:
     """A paho-mqtt client standing for the bridge side: records what arrives, can publish acks."""
 
-    def __init__(self, broker: Mosquitto, topics=("baochay/v1/+/event", "baochay/v1/+/status"), ca=None):
+    def __init__(self, broker: Mosquitto, topics=(PREFIX + "+/event", PREFIX + "+/status"), ca=None):
         """With `ca`, connect to the broker's TLS listener and check its certificate against it."""
         self.msgs: list[tuple[str, bytes, bool]] = []
         self.cond = threading.Condition()

@@ -15,6 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from firmware.protocol import PREFIX
 from provisioning.vboard import micropython_exe
 from stack.mosquitto import Mosquitto
 from stack.ports import free_port
@@ -24,9 +25,9 @@ DRIVER = HERE / "mp_mqtt_driver.py"
 DEV = "mqtt-dev-1"
 DEV_PW = "device-password"
 BRIDGE = ("mqtt-bridge", "bridge-password")
-EVENT = f"baochay/v1/{DEV}/event"
-STATUS = f"baochay/v1/{DEV}/status"
-CMD = f"baochay/v1/{DEV}/cmd"
+EVENT = f"{PREFIX}{DEV}/event"
+STATUS = f"{PREFIX}{DEV}/status"
+CMD = f"{PREFIX}{DEV}/cmd"
 
 
 def micropython() -> str:

@@ -15,6 +15,7 @@ import yaml
 from integration.support import TEST_USER, Observer, body_of
 
 from bridge.registry import Registry
+from firmware.protocol import PREFIX
 from stack.devices import device_config, write_device
 from stack.mosquitto import Mosquitto
 from stack.tls import make_ca, make_test_pki, pem_to_der
@@ -80,9 +81,9 @@ def mqtt_line(vb, state: str, timeout: float = 20):
 def test_board_with_the_ca_sends_an_alarm_over_tls(tls_board, tls_observer, pki):
     vb = tls_board("tls-a-0001", pki.ca_der())
     mqtt_line(vb, "connected")
-    tls_observer.wait(lambda m: m[0] == "baochay/v1/tls-a-0001/status" and b'"online"' in m[1])
+    tls_observer.wait(lambda m: m[0] == PREFIX + "tls-a-0001/status" and b'"online"' in m[1])
     vb.request("press", ms=100)
-    _, frame, _ = tls_observer.wait(lambda m: m[0] == "baochay/v1/tls-a-0001/event")
+    _, frame, _ = tls_observer.wait(lambda m: m[0] == PREFIX + "tls-a-0001/event")
     ev = body_of(frame)
     assert ev["type"] == "alarm" and ev["cause"] == "button" and ev["dev"] == "tls-a-0001"
     assert vb.request("status")["mqtt"] == "connected"
@@ -93,7 +94,7 @@ def test_board_accepts_the_ca_as_pem_and_checks_the_host_name(tls_board, tls_obs
     vb = tls_board("tls-a-0002", pki.ca_cert.read_bytes(), host="localhost")
     mqtt_line(vb, "connected")
     vb.request("press", ms=100)
-    tls_observer.wait(lambda m: m[0] == "baochay/v1/tls-a-0002/event")
+    tls_observer.wait(lambda m: m[0] == PREFIX + "tls-a-0002/event")
 
 
 def test_board_with_a_wrong_ca_never_connects_and_says_why(tls_board, tls_observer, tmp_path):
@@ -130,7 +131,7 @@ def test_tls_insecure_connects_without_a_ca_when_asked_by_name(tls_board, tls_ob
     vb = tls_board("tls-a-0007", None, tls_insecure=True)
     mqtt_line(vb, "connected")
     vb.request("press", ms=100)
-    tls_observer.wait(lambda m: m[0] == "baochay/v1/tls-a-0007/event")
+    tls_observer.wait(lambda m: m[0] == PREFIX + "tls-a-0007/event")
 
 
 def test_bridge_over_tls_stores_and_acks_a_board_alarm(tls_board, tls_broker, pki, tmp_path):
@@ -203,7 +204,7 @@ def test_provisioned_image_carries_the_ca_and_connects_over_tls(tls_broker, tls_
         vb.start()
         mqtt_line(vb, "connected")
         vb.request("press", ms=100)
-        _, frame, _ = tls_observer.wait(lambda m: m[0] == "baochay/v1/tls-img-01/event", timeout=20)
+        _, frame, _ = tls_observer.wait(lambda m: m[0] == PREFIX + "tls-img-01/event", timeout=20)
         assert body_of(frame)["type"] == "alarm"
     finally:
         vb.stop()

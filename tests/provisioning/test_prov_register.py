@@ -12,8 +12,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from prov_helpers import run_cli
 
+from firmware.protocol import PREFIX
+from provisioning.acl import DEVICE_ACL
 from provisioning.broker import BrokerConfig, write_broker_config
-from stack.mosquitto import DEVICE_ACL, find_mosquitto
+from stack.mosquitto import find_mosquitto
 from stack.ports import free_port, wait_port
 
 
@@ -44,7 +46,7 @@ def test_register_adds_the_device_to_the_bridge_registry_and_broker(tmp_path, ma
                 "--acl-file", str(tmp_path / "acl"), cwd=tmp_path)
     assert r.returncode == 0 and "already has the device patterns" in r.stdout
     assert len((tmp_path / "passwd").read_text().splitlines()) == 1
-    assert (tmp_path / "acl").read_text().count("pattern write baochay/v1/%u/event") == 1
+    assert (tmp_path / "acl").read_text().count("pattern write " + PREFIX + "%u/event") == 1
 
 
 def test_broker_config_command_writes_a_complete_configuration(tmp_path):
@@ -123,7 +125,7 @@ def test_generated_broker_lets_devices_publish_only_on_their_own_topics(tmp_path
         clients.append(bridge)
         bridge.on_message = lambda cl, ud, msg: got.put((msg.topic, msg.payload))
         assert _connect(bridge, tls_port) == 0
-        bridge.subscribe("baochay/v1/+/event", qos=1)
+        bridge.subscribe(PREFIX + "+/event", qos=1)
 
         device = _client("hn-a-0001", dev1["mqtt"]["password"], tls_port, ca)
         clients.append(device)
@@ -131,9 +133,9 @@ def test_generated_broker_lets_devices_publish_only_on_their_own_topics(tmp_path
         import time
 
         time.sleep(0.3)  # let the bridge's SUBACK land
-        device.publish("baochay/v1/hn-a-0002/event", b"spoofed", qos=1).wait_for_publish(5)
-        device.publish("baochay/v1/hn-a-0001/event", b"mine", qos=1).wait_for_publish(5)
-        assert got.get(timeout=5) == ("baochay/v1/hn-a-0001/event", b"mine")  # the spoof never arrived first
+        device.publish(PREFIX + "hn-a-0002/event", b"spoofed", qos=1).wait_for_publish(5)
+        device.publish(PREFIX + "hn-a-0001/event", b"mine", qos=1).wait_for_publish(5)
+        assert got.get(timeout=5) == (PREFIX + "hn-a-0001/event", b"mine")  # the spoof never arrived first
         assert got.empty()
 
         intruder = _client("hn-a-0001", "wrong-password", tls_port, ca)
