@@ -18,7 +18,7 @@ help:
 	@echo "make run     start broker, bridge, 114 reference intake and three virtual boards"
 	@echo "make press DEVICE=<id>   press a virtual board's button while 'make run' is up"
 	@echo "make test    run every test (installs what it needs first)"
-	@echo "make lint    ruff, type check of firmware/ against the ESP32 stubs, mpy-cross compile"
+	@echo "make lint    ruff, mypy, type check of firmware/ against the ESP32 stubs, mpy-cross compile, architecture rules"
 	@echo "make hil     hardware-in-the-loop suite on virtual boards"
 	@echo "make hil PORT=/dev/ttyUSB0 BOARD=esp32-devkitc DEVICE=<id> BROKER=<host:port>   ... on a real board"
 	@echo "make flash PORT=/dev/ttyUSB0 DEVICE=<id>   build and flash one provisioned device"
@@ -42,10 +42,18 @@ mosquitto:
 test: setup
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every check runs even when one before it fails, so one pass lists all there is to mend.
 lint: setup
-	@echo "== ruff"; $(BIN)/ruff check .
-	@echo "== type check of firmware/ against micropython-esp32-stubs"; $(BIN)/python scripts/typecheck_firmware.py
-	@echo "== mpy-cross compile of every firmware file"; $(BIN)/python scripts/mpy_compile_check.py
+	@failed=""; \
+	echo "== ruff"; $(BIN)/ruff check . || failed="$$failed ruff"; \
+	echo "== mypy over bridge intake provisioning stack"; \
+	  $(BIN)/python -m mypy bridge intake provisioning stack || failed="$$failed mypy"; \
+	echo "== type check of firmware/ against micropython-esp32-stubs"; \
+	  $(BIN)/python scripts/typecheck_firmware.py || failed="$$failed firmware-types"; \
+	echo "== mpy-cross compile of every firmware file"; \
+	  $(BIN)/python scripts/mpy_compile_check.py || failed="$$failed mpy-cross"; \
+	echo "== architecture rules"; $(BIN)/python scripts/check_architecture.py || failed="$$failed architecture"; \
+	if [ -n "$$failed" ]; then echo "make lint failed:$$failed"; exit 1; fi
 
 run: setup
 	@$(BIN)/baochay-stack

@@ -47,10 +47,11 @@ def _row(inc: dict) -> str:
     conf = inc.get("confidence")
     conf_text = f"{conf:.2f}" if isinstance(conf, (int, float)) else ""
     status = inc.get("status", "")
+    kind = inc.get("type") or ""
     cells = [
         f'<span class="mono">{_e(inc.get("received_at"))}</span>',
         f'<span class="mono">{_e(inc.get("incident_id"))}</span>',
-        f"{_e(TYPE_LABEL.get(inc.get('type'), inc.get('type')))}<br>{_e(inc.get('event_type'))} · {_e(inc.get('cause'))}",
+        f"{_e(TYPE_LABEL.get(kind, kind))}<br>{_e(inc.get('event_type'))} · {_e(inc.get('cause'))}",
         f"{_e(inc.get('address'))}<br>{_e(inc.get('province'))}",
         place,
         _map_link(inc.get("location")),

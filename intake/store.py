@@ -170,13 +170,14 @@ class Store:
                 response = {"incident_id": incident_id, "status": "open", "received_at": now}
             else:
                 kind = KIND_OF_EVENT[event_type]
-                incident_id = target
-                orphan = incident_id is None
-                if orphan:
+                orphan = target is None
+                if target is None:
                     # The referenced report never reached us: open the incident from this body so the
                     # update is not lost, and say so.
                     level = "alarm" if kind == "escalation" else event_type
                     incident_id = self._new_incident(report, STATUS_AFTER[kind], level, now)
+                else:
+                    incident_id = target
                 response = self._update(incident_id, kind, report, now)
                 if orphan:
                     response["note"] = "reference unknown: incident opened from this update"

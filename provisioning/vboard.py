@@ -103,7 +103,7 @@ class Launcher:
         self.restart_reason: str | None = None
         self.src: Path | None = None
         self.rom: Path | None = None
-        self.wdt_timeout = None
+        self.wdt_timeout: float | None = None
         self.last_feed = time.monotonic()
         self.log = open(args.log, "ab", buffering=0) if args.log else None
         self.workdir = Path(tempfile.mkdtemp(prefix="vboard-"))
@@ -226,15 +226,16 @@ class Launcher:
                 cmd += ["--src", str(self.src)]
         return cmd
 
-    def start_child(self, reset_cause: str) -> None:
+    def start_child(self, reset_cause: str) -> subprocess.Popen:
         env = dict(os.environ, BAOCHAY_WDT_FIFO=str(self.fifo), BAOCHAY_RESET_CAUSE=reset_cause)
         self.wdt_timeout = None
-        self.proc = subprocess.Popen(
+        proc = self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, preexec_fn=_die_with_parent, bufsize=0,
         )
-        for stream in (self.proc.stdout, self.proc.stderr):
-            threading.Thread(target=self.pump_child, args=(stream, self.proc), daemon=True).start()
+        for stream in (proc.stdout, proc.stderr):
+            threading.Thread(target=self.pump_child, args=(stream, proc), daemon=True).start()
+        return proc
 
     def kill_child(self) -> None:
         p = self.proc
@@ -252,10 +253,10 @@ class Launcher:
         try:
             while not self.stopping:
                 self.restart_reason = None
-                self.start_child(reason)
+                proc = self.start_child(reason)
                 if self.stopping:  # a stop that came while the firmware was being started
                     self.kill_child()
-                code = self.proc.wait()
+                code = proc.wait()
                 time.sleep(0.05)  # let the relays drain the last lines
                 if self.stopping:
                     return 0
