@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from firmware import protocol
+
 from . import config, db
 from .registry import FIELDS, Registry, RegistryError
 
@@ -235,7 +237,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = with_config(sub.add_parser("cmd", help="send a signed command to a device"), need_db_option=False)
     sp.add_argument("device")
-    sp.add_argument("command", choices=["identify", "self-test", "silence", "reboot", "config"])
+    sp.add_argument("command", choices=protocol.COMMANDS)
     sp.add_argument("--args", help="JSON object of arguments (for config)")
     sp.set_defaults(fn=cmd_cmd)
     return p

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from firmware import protocol
+
 DEFAULTS: dict = {
     "bridge_id": "bridge-1",
     "db": "var/bridge.db",
@@ -29,7 +31,7 @@ DEFAULTS: dict = {
         "keepalive": 30,
         "session_expiry_s": 86400,
     },
-    "limits": {"max_payload": 8192},
+    "limits": {"max_payload": protocol.MAX_PAYLOAD},
     "store": {"batch_max": 1000},
     "supervision": {"mains_s": 20, "battery_s": 90000, "check_s": 1.0, "low_battery_pct": 20},
     "verify": {"window_s": 120, "offline_window_s": 600},

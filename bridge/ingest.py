@@ -21,18 +21,20 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from firmware import protocol_host
+
 log = logging.getLogger("bridge.mqtt")
 lifecycle = logging.getLogger("bridge.lifecycle")  # always logged: orchestrators wait for "bridge ready"
 
-FILTERS = ("baochay/v1/+/event", "baochay/v1/+/status", "baochay/v1/+/telemetry")
+FILTERS = tuple(protocol_host.every(k) for k in protocol_host.DEVICE_KINDS)
 
 
 def state_topic(bridge_id: str) -> str:
-    return f"baochay/v1/bridge/{bridge_id}/state"
+    return protocol_host.bridge_topic(bridge_id, "state")
 
 
 def health_topic(bridge_id: str) -> str:
-    return f"baochay/v1/bridge/{bridge_id}/health"
+    return protocol_host.bridge_topic(bridge_id, "health")
 
 
 class MqttLink:

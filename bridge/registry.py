@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware import protocol_host
+
 from . import db
 
-ID_RE = re.compile(r"^[a-z0-9-]{3,32}$")
 KEY_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 TEXT_FIELDS = ("board", "building", "address", "floor", "room", "contact_phone", "province",
                "dc09_account", "dc09_receiver", "dc09_line")
@@ -55,7 +56,7 @@ def normalise(record: dict) -> dict:
     """A registry record (strings from CSV or typed values) -> clean column values; RegistryError."""
     out: dict = {}
     dev_id = str(record.get("id") or "").strip()
-    if not ID_RE.match(dev_id):
+    if not protocol_host.valid_id(dev_id):
         raise RegistryError(f"id {dev_id!r} must be 3-32 of a-z, 0-9, '-'")
     out["id"] = dev_id
     key = str(record.get("key") or "").strip()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-EventType = Literal["alarm", "prealarm", "cancel", "restore", "fault", "test"]
+EventType = str  # one of firmware.protocol.TYPES
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Location:
     lat: float
     lon: float
     accuracy_m: float
-    source: Literal["gps", "fixed"]
+    source: str  # one of firmware.protocol.LOC_SOURCES
     fix_age_s: int = 0
 
 

@@ -1,29 +1,33 @@
-"""The running bridge: wires the MQTT link, the pipeline stages, the delivery workers and supervision.
+"""The running bridge: wires the MQTT link, the pipeline (bridge/pipeline.py), the workers and supervision.
 
-Threads: paho's network loop (parse + authenticate: cheap), the store writer (group commit, acks
-`stored`), one delivery worker per sink (acks `forwarded`/`accepted`/`failed`), and a supervision
-ticker (presence, health, gauges). Acks are published from the worker threads; paho 2 allows that.
+Threads: paho's network loop (pipeline.admit: cheap), the store writer (group commit, acks `stored`),
+one delivery worker per sink (acks `forwarded`/`accepted`/`failed`), and the supervision ticker
+(presence, health, gauges). Acks are published from the worker threads; paho 2 allows that.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
 import time
 
-from . import __version__, db, sinks
-from .ingest import MqttLink, health_topic
+from firmware import protocol_host
+from firmware.protocol_host import Refused
+
+from . import __version__, db, pipeline, sinks
+from .ingest import MqttLink
 from .metrics import Metrics
 from .registry import Registry
 from .stages.ack import ack_frame, ack_topic
-from .stages.authenticate import DUPLICATE, NEW, check_device, check_signature
-from .stages.deliver import CLAIM_S, DeliveryPolicy, DeliveryWorker, VerifyPolicy
+from .stages.authenticate import DUPLICATE, NEW
+from .stages.deliver import DeliveryPolicy
 from .stages.enrich import LocationPolicy
-from .stages.parse import Rejected, loads_object, parse_event, split_frame, split_topic
-from .stages.store import Incoming, StoredResult, StoreWriter, record_reject
-from .supervision import Presence, apply_birth, apply_telemetry, apply_transitions, flush_last_seen
+from .stages.parse import read_object
+from .stages.verify import VerifyPolicy
+from .workers.delivery import CLAIM_S, DeliveryWorker
+from .workers.store_writer import Incoming, StoredResult, StoreWriter, record_reject
+from .workers.supervision import Presence, Ticker, apply_birth, apply_telemetry, apply_transitions
 
 # The MQTT thread gives up the GIL on every socket call and then waits for a busy thread's time slice
 # to end before it runs again: short slices keep ingest (and so the `stored` ack) moving while delivery
@@ -79,9 +83,12 @@ class Bridge:
         self._first_workers = {w.name_: w for w in reversed(self.workers)}  # one per sink, for gauges
         self.link = MqttLink(cfg["mqtt"], self.bridge_id, __version__, self._on_message)
         self._stopping = threading.Event()
-        self._ticker = threading.Thread(target=self._tick_loop, name="supervision", daemon=True)
         self._metrics_server = None
         self._counts = {"received": 0, "stored": 0}
+        self._ticker = Ticker(cfg, self.bridge_id, __version__, registry=self.registry, presence=self.presence,
+                              writer=self.writer, metrics=self.metrics, conn=self.conn,
+                              backlogs=self._first_workers, counts=self._counts, publish=self.link.publish,
+                              shared=self.shared, stopping=self._stopping)
         self._reject_log: dict[str, float] = {}
 
     # --- lifecycle ---
@@ -111,10 +118,11 @@ class Bridge:
         if not self.link.ready.wait(30) or self._stopping.is_set():
             return
         since = time.time() - REANNOUNCE_S
+        stages = protocol_host.ACK_STAGES
         conn = db.connect(self.cfg["db"], durable=False)
         try:
             rows = conn.execute("SELECT dev, id, stage, incident, reason FROM events WHERE received_at >= ?"
-                                " AND stage IN ('stored', 'forwarded', 'accepted', 'failed')", (since,)).fetchall()
+                                f" AND stage IN ({','.join('?' for _ in stages)})", (since, *stages)).fetchall()
         finally:
             conn.close()
         for r in rows:
@@ -152,13 +160,13 @@ class Bridge:
         now = time.time()
         self._counts["received"] += 1
         try:
-            dev, kind = split_topic(msg.topic)
-        except Rejected as r:
+            dev, kind = protocol_host.split_topic(msg.topic)
+        except Refused as r:
             self._reject(r, "-", msg)
             return
         self.metrics.received.labels(kind).inc()
         if self.registry.get(dev) is None:
-            self._reject(Rejected("unknown-device"), dev, msg)
+            self._reject(Refused("unknown-device"), dev, msg)
             return
         if kind == "status" and msg.retain:
             # a retained status replayed at subscribe time is old news, not a sign of life
@@ -170,20 +178,15 @@ class Bridge:
             self.writer.submit(lambda conn: apply_transitions(conn, [t]))
         if kind == "event":
             try:
-                frame = split_frame(msg.topic, msg.payload, self.max_payload)
-                check_signature(frame, self._key)
-                event = parse_event(frame.body)
-                check_device(frame, event)
-            except Rejected as r:
+                frame, event = pipeline.admit(msg.topic, msg.payload, self._key, self.max_payload)
+            except Refused as r:
                 self._reject(r, dev, msg)
                 return
             self.writer.submit_event(Incoming(frame, event, now, self.link.settler(msg)))
         elif kind == "telemetry":
             try:
-                if len(msg.payload) > self.max_payload:
-                    raise Rejected("too-large")
-                body = loads_object(msg.payload)
-            except Rejected as r:
+                body = read_object(msg.payload, self.max_payload)
+            except Refused as r:
                 self._reject(r, dev, msg)
                 return
             low = float(self.cfg["supervision"]["low_battery_pct"])
@@ -194,8 +197,8 @@ class Bridge:
 
     def _status(self, dev: str, payload: bytes, now: float, live: bool) -> None:
         try:
-            s = loads_object(payload[: self.max_payload])
-        except Rejected:
+            s = read_object(payload, self.max_payload)
+        except Refused:
             return
         if s.get("state") == "offline":
             t = self.presence.gone(dev, now, "connection lost (last will)" if live else "offline (retained status)")
@@ -204,7 +207,7 @@ class Bridge:
         elif s.get("state") == "online":
             self.writer.submit(lambda conn: apply_birth(conn, dev, s))
 
-    def _reject(self, r: Rejected, dev: str, msg) -> None:
+    def _reject(self, r: Refused, dev: str, msg) -> None:
         self.metrics.rejected.labels(r.reason).inc()
         self.writer.submit(lambda conn: record_reject(conn, r.reason, dev))
         self.link.settle_now(msg)
@@ -239,71 +242,3 @@ class Bridge:
             return
         self.link.publish(ack_topic(dev), ack_frame(key, event_id, stage, incident=incident, reason=reason), qos=1)
         self.metrics.acks.labels(stage).inc()
-
-    # --- supervision ticker ---
-    def _tick_loop(self) -> None:
-        check_s = float(self.cfg["supervision"]["check_s"])
-        health_s = float(self.cfg["health_s"])
-        next_health = time.monotonic() + min(2.0, health_s)
-        next_reload = time.monotonic() + 30
-        last = (time.monotonic(), dict(self._counts))
-        while not self._stopping.wait(check_s):
-            try:
-                if time.monotonic() > next_reload:
-                    self.registry.reload()
-                    next_reload = time.monotonic() + 30
-                self._tick()
-                if health_s > 0 and time.monotonic() >= next_health:
-                    next_health = time.monotonic() + health_s
-                    last = self._publish_health(last)
-            except Exception:
-                log.exception("supervision tick failed")
-
-    def _peer_sightings(self) -> list:
-        """With several processes each hears only part of a device's traffic: a sign of life another
-        process wrote to the database (device_state.last_seen) counts here too, before the sweep."""
-        out = []
-        for r in self.conn.execute("SELECT id, last_seen FROM device_state WHERE last_seen IS NOT NULL"):
-            if r["last_seen"] > self.presence.last_seen.get(r["id"], 0.0):
-                t = self.presence.seen(r["id"], r["last_seen"])
-                if t is not None:
-                    out.append(t)
-        return out
-
-    def _tick(self) -> None:
-        now = time.time()
-        devices = self.registry.cached()
-        back = self._peer_sightings() if self.shared else []
-        transitions = back + self.presence.sweep(devices, now)
-        for t in transitions:
-            log.warning("device offline", extra={"device": t.dev, "reason": t.reason})
-        seen = self.presence.take_dirty()
-
-        def job(conn):
-            apply_transitions(conn, transitions)
-            flush_last_seen(conn, seen)
-            conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('alive', ?), ('bridge_id', ?), ('version', ?)",
-                         (str(now), self.bridge_id, __version__))
-        self.writer.submit(job)
-        on, off = self.presence.counts(devices)
-        self.metrics.devices.labels("online").set(on)
-        self.metrics.devices.labels("offline").set(off)
-        for w in self._first_workers.values():
-            self.metrics.backlog.labels(w.name_).set(w.backlog(self.conn))
-        self.metrics.faults_open.set(self.conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0])
-        self.metrics.store_queue.set(self.writer.backlog())
-
-    def _publish_health(self, last):
-        t0, c0 = last
-        t1, c1 = time.monotonic(), dict(self._counts)
-        dt = max(1e-6, t1 - t0)
-        on, off = self.presence.counts(self.registry.cached())
-        body = {
-            "v": 1, "bridge": self.bridge_id, "version": __version__, "ts": int(time.time()),
-            "devices": {"online": on, "offline": off},
-            "backlog": {name: w.backlog(self.conn) for name, w in self._first_workers.items()},
-            "rates": {k + "_per_s": round((c1[k] - c0[k]) / dt, 2) for k in c1},
-            "faults_open": self.conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0],
-        }
-        self.link.publish(health_topic(self.bridge_id), json.dumps(body, separators=(",", ":")).encode(), qos=0)
-        return t1, c1

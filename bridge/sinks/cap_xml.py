@@ -40,7 +40,6 @@ READINGS = {  # key -> (vi, en, unit)
     "p": ("Áp suất", "Pressure", "Pa"),
     "gas": ("Điện trở khí", "Gas resistance", "Ω"),
     "obs": ("Độ che khói", "Smoke obscuration", "dB/m"),
-    "press_ms": ("Thời gian nhấn", "Press duration", "ms"),
     "detail": ("Chi tiết", "Detail", ""),
 }
 

@@ -1,53 +1,42 @@
-"""Stage 7, ack: signed ack frames (docs/protocol.md section 7) and signed commands (section 8)."""
+"""Stage 7, ack: signed ack frames (docs/protocol.md section 7) and signed commands (section 8).
+
+Bodies, stages and their order are firmware/protocol.py's and protocol_host.py's; this signs them.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 
-STAGES = ("stored", "forwarded", "accepted", "failed")
-RANK = {s: i for i, s in enumerate(STAGES)}
-COMMANDS = ("identify", "self-test", "silence", "reboot", "config")
+from firmware import protocol_host
 
 
 def ack_topic(dev: str) -> str:
-    return f"baochay/v1/{dev}/ack"
+    return protocol_host.topic(dev, "ack")
 
 
 def cmd_topic(dev: str) -> str:
-    return f"baochay/v1/{dev}/cmd"
+    return protocol_host.topic(dev, "cmd")
 
 
 def sign_frame(key: bytes, body: dict) -> bytes:
-    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return raw + b"\n" + hmac.new(key, raw, hashlib.sha256).hexdigest().encode()
+    # protocol.dumps keeps non-ASCII as UTF-8 (a failure reason may quote a Vietnamese sink reply), as
+    # the previous ensure_ascii=False did: the bytes MicroPython writes and reads back whole.
+    raw = protocol_host.dumps(body)
+    return bytes(protocol_host.frame(raw, lambda b: hmac.new(key, b, hashlib.sha256).hexdigest()))
 
 
 def is_ahead(new: str, old: str | None) -> bool:
-    """Stages only move forward; `failed` is final."""
-    if old is None:
-        return True
-    if old in ("accepted", "failed"):
-        return False
-    return RANK[new] > RANK[old]
+    """Stages only move forward; `accepted` is final, a late `accepted` still supersedes `failed`."""
+    return protocol_host.advances(new, old)
 
 
 def ack_frame(key: bytes, event_id: str, stage: str, incident: str | None = None,
               reason: str | None = None, now: float | None = None) -> bytes:
-    if stage not in RANK:
-        raise ValueError(f"unknown stage {stage!r}")
-    body: dict = {"v": 1, "id": event_id, "stage": stage}
-    if stage == "accepted" and incident:
-        body["incident"] = incident
-    if stage == "failed":
-        body["reason"] = (reason or "delivery failed")[:200]
-    body["ts"] = int(now if now is not None else time.time())
-    return sign_frame(key, body)
+    ts = int(now if now is not None else time.time())
+    return sign_frame(key, protocol_host.ack_body(event_id, stage, incident, reason, ts))
 
 
 def command_frame(key: bytes, cmd: str, ctr: int, args: dict | None = None) -> bytes:
-    if cmd not in COMMANDS:
-        raise ValueError(f"unknown command {cmd!r} (known: {', '.join(COMMANDS)})")
-    return sign_frame(key, {"v": 1, "cmd": cmd, "ctr": ctr, "args": args or {}})
+    return sign_frame(key, protocol_host.command_body(cmd, ctr, args))

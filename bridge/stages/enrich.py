@@ -7,9 +7,12 @@ installed in the registry; the device's own `fixed` coordinates only when the re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..registry import Device
 from ..report import Location, Report, Site
+
+if TYPE_CHECKING:  # only its shape: the registry module opens the database
+    from ..registry import Device
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,17 @@
 """Stage 4, verify: how likely is this a real fire? A confidence 0..1 with the reasons behind it.
 
 Nothing is dropped here: every event goes on with its confidence, so the 114 operator decides.
-`Context` is gathered by the caller (from the database); this module is pure and easy to test.
+The facts around an event are read from the database by the delivery worker, a whole batch at a time
+(bridge/workers/delivery.py `gather_contexts`); `context_of` turns them into one event's `Context`.
+This module is pure and easy to test.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
+
+from firmware.protocol_host import SENSOR_CAUSES
 
 # Starting point per (type, cause): a person pressing a call point is the strongest single signal.
 BASE = {
@@ -24,6 +29,13 @@ STATIC_HEAT_C = 54.0  # EN 54-5 class A1 lower static response limit
 SMOKE_THRESHOLD_DB_M = 0.05  # EN 54-7 lower response threshold
 
 
+@dataclass(frozen=True)
+class VerifyPolicy:
+    window_s: float = 120.0  # other devices of the building alarming this close in time corroborate
+    offline_window_s: float = 600.0  # an offline spell this recent lowers the confidence
+    most_corroborating: int = 10
+
+
 @dataclass
 class Context:
     """What the bridge knows around one event."""
@@ -34,6 +46,37 @@ class Context:
     was_offline: bool = False  # the device was offline recently
     cancelled_by: str | None = None  # id of a cancel that refers to this event
     building: str = ""
+
+
+def alarming_near(times_by_dev: dict[str, list[float]], me: str, lo: float, hi: float, most: int) -> list[str]:
+    """Up to `most` other devices with an alarm time (sorted lists) within [lo, hi]."""
+    out = []
+    for dev, ts in times_by_dev.items():
+        if dev == me:
+            continue
+        i = bisect.bisect_left(ts, lo)
+        if i < len(ts) and ts[i] <= hi:
+            out.append(dev)
+            if len(out) == most:
+                break
+    return out
+
+
+def context_of(dev: str, received_at: float, building: str, policy: VerifyPolicy, *,
+               alarms: dict[str, list[float]], device_faults: list[str], offline: list[tuple],
+               cancelled_by: str | None) -> Context:
+    """One event's Context from the facts read around it.
+
+    alarms: alarm/prealarm times (sorted) per device of the building; device_faults: the causes of
+    this device's open device faults; offline: this device's `offline` faults as (open, cleared_at).
+    """
+    t, w = received_at, policy.window_s
+    ctx = Context(window_s=w, building=building, cancelled_by=cancelled_by)
+    if building:
+        ctx.corroborating = alarming_near(alarms, dev, t - w, t + w, policy.most_corroborating)
+    ctx.open_faults = [k for k in device_faults if k in SENSOR_FAULTS]
+    ctx.was_offline = any(o == 1 or (c is not None and c > t - policy.offline_window_s) for o, c in offline)
+    return ctx
 
 
 def _num(data: dict, key: str) -> float | None:
@@ -49,7 +92,7 @@ def assess(event: dict, ctx: Context) -> tuple[float, tuple[str, ...]]:
     if typ == "fault":
         return 0.0, (f"device fault ({cause}): {str(data.get('detail', ''))[:120]}".rstrip(": "),)
     if typ == "restore":
-        if cause in ("heat", "smoke", "multi"):
+        if cause in SENSOR_CAUSES:
             return 0.0, (f"{cause} condition cleared at the device: readings back to normal",)
         return 0.0, (f"device fault cleared ({cause})",)
     if typ == "cancel":

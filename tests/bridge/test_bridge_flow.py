@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bridge_harness import wait_for
 
+from firmware import protocol
+
 
 def test_alarm_is_stored_then_accepted(fleet, broker, make_bridge, intake):
     bridge = make_bridge().start()
@@ -99,7 +101,7 @@ def test_a_device_cannot_publish_on_another_devices_topic(fleet, broker, make_br
 
     forged = AsyncDevice(victim, bytes.fromhex(victim_key), broker.host, broker.port, "x")
     eid, frame = forged.make_event("alarm", "button")  # even with the right key, the topic is not a's
-    a.publish_raw(f"baochay/v1/{victim}/event", frame)
+    a.publish_raw(protocol.topic(victim, "event"), frame)
     own = a.alarm()
     a.wait_stage(own, "accepted")
     out = bridge.cli("events", "--last", "50").stdout

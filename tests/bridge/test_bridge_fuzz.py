@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_bridge_stages import DEV, KEY, TOPIC, body, signed
 
-from bridge.stages.authenticate import check_device, check_signature
-from bridge.stages.parse import Rejected, parse_event, split_frame
+from bridge import pipeline
+from firmware.protocol import Refused
 
 GOOD = signed(body())
 
@@ -18,12 +18,8 @@ GOOD = signed(body())
 def run(topic: str, payload: bytes):
     """The ingest path up to the store; returns the event or the rejection reason."""
     try:
-        frame = split_frame(topic, payload)
-        check_signature(frame, lambda d: KEY if d == DEV else None)
-        ev = parse_event(frame.body)
-        check_device(frame, ev)
-        return ev
-    except Rejected as r:
+        return pipeline.admit(topic, payload, lambda d: KEY if d == DEV else None)[1]
+    except Refused as r:
         return r.reason
 
 

@@ -7,6 +7,7 @@ import urllib.request
 
 from bridge_harness import wait_for
 
+from firmware import protocol
 from stack.ports import free_port
 
 
@@ -84,7 +85,7 @@ def test_junk_is_rejected_counted_and_the_bridge_keeps_serving(fleet, broker, ma
     port = free_port()
     bridge = make_bridge(metrics={"host": "127.0.0.1", "port": port}, limits={"max_payload": 2048}).start()
     dev = fleet.sim("hn-t-0001", broker).connect()
-    topic = "baochay/v1/hn-t-0001/event"
+    topic = protocol.topic("hn-t-0001", "event")
     eid, frame = dev.make_event("alarm", "button")
     body, sig = frame.split(b"\n")
     junk = [
@@ -97,7 +98,7 @@ def test_junk_is_rejected_counted_and_the_bridge_keeps_serving(fleet, broker, ma
     ]
     for j in junk:
         dev.publish_raw(topic, j)
-    dev.publish_raw("baochay/v1/hn-t-0001/telemetry", b"{broken", qos=0)
+    dev.publish_raw(protocol.topic("hn-t-0001", "telemetry"), b"{broken", qos=0)
     good = dev.alarm()
     dev.wait_stage(good, "accepted")
     assert dev.acks(eid) == []

@@ -9,7 +9,7 @@ import pytest
 
 from bridge import cli, config, db
 from bridge.registry import Registry, RegistryError
-from bridge.supervision import Presence, apply_transitions
+from bridge.workers.supervision import Presence, apply_transitions
 
 KEY = secrets.token_hex(32)
 

@@ -13,8 +13,9 @@ from test_bridge_store_deliver import DEV, Clock, Results, ScriptedSink, incomin
 
 from bridge import db
 from bridge.registry import Registry
-from bridge.stages.deliver import DeliveryPolicy, DeliveryWorker
-from bridge.stages.store import StoreWriter
+from bridge.stages.deliver import DeliveryPolicy
+from bridge.workers.delivery import DeliveryWorker
+from bridge.workers.store_writer import StoreWriter
 from stack.ports import free_port
 
 

@@ -10,20 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from bridge import pipeline
 from bridge.registry import Device
 from bridge.stages import ack, enrich, verify
-from bridge.stages.authenticate import DUPLICATE, NEW, REPLAY, check_device, check_signature, classify
-from bridge.stages.parse import Rejected, parse_event, split_frame
+from bridge.stages.authenticate import DUPLICATE, NEW, REPLAY, classify
+from firmware import protocol
+from firmware.protocol import Refused
 
 KEY = bytes(range(32))
 DEV = "hn-a-0001"
-TOPIC = f"baochay/v1/{DEV}/event"
+TOPIC = protocol.topic(DEV, "event")
 
 
 def body(**over) -> dict:
     b = {"v": 1, "id": f"{DEV}-00000017", "dev": DEV, "ctr": 17, "type": "alarm", "cause": "button",
          "ts": 1764412345, "up": 812345, "boot": 3,
-         "loc": {"lat": 21.028511, "lon": 105.804817, "acc": 15, "src": "fixed", "age": 0}, "data": {"press_ms": 0}}
+         "loc": {"lat": 21.028511, "lon": 105.804817, "acc": 15, "src": "fixed", "age": 0}, "data": {}}
     b.update(over)
     return b
 
@@ -34,15 +36,12 @@ def signed(b: dict, key: bytes = KEY) -> bytes:
 
 
 def accept(payload: bytes, topic: str = TOPIC) -> dict:
-    frame = split_frame(topic, payload)
-    check_signature(frame, lambda d: KEY if d == DEV else None)
-    ev = parse_event(frame.body)
-    check_device(frame, ev)
+    _frame, ev = pipeline.admit(topic, payload, lambda d: KEY if d == DEV else None)
     return ev
 
 
 def reason(payload: bytes, topic: str = TOPIC) -> str:
-    with pytest.raises(Rejected) as e:
+    with pytest.raises(Refused) as e:
         accept(payload, topic)
     return e.value.reason
 
@@ -63,8 +62,8 @@ def test_frame_rejections(payload, why):
 
 
 def test_unknown_device_and_topic_mismatch():
-    assert reason(signed(body()), "baochay/v1/hn-z-9999/event") == "unknown-device"
-    assert reason(signed(body()), "baochay/v1/x/event") == "bad-topic"
+    assert reason(signed(body()), protocol.topic("hn-z-9999", "event")) == "unknown-device"
+    assert reason(signed(body()), protocol.topic("x", "event")) == "bad-topic"
     other = body(dev="hn-a-0002", id="hn-a-0002-00000017")
     assert reason(signed(other)) == "device-mismatch"
 
@@ -111,14 +110,21 @@ def test_ack_frame_opens_with_the_firmware_signer():
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "firmware"))
     from sign import Signer
 
+    def opened(frame, key=KEY):
+        return json.loads(protocol.open_frame(frame, Signer(key).hexmac))
+
     frame = ack.ack_frame(KEY, "hn-a-0001-00000017", "accepted", incident="INC-7", now=1764412345)
-    body_ = Signer(KEY).open(frame)
-    assert json.loads(body_) == {"v": 1, "id": "hn-a-0001-00000017", "stage": "accepted", "incident": "INC-7",
-                                 "ts": 1764412345}
-    assert Signer(bytes(32)).open(frame) is None
-    failed = json.loads(Signer(KEY).open(ack.ack_frame(KEY, "e", "failed", reason="refused")))
+    assert opened(frame) == {"v": 1, "id": "hn-a-0001-00000017", "stage": "accepted", "incident": "INC-7",
+                             "ts": 1764412345}
+    with pytest.raises(Refused) as e:
+        opened(frame, bytes(32))
+    assert e.value.reason == "bad-signature"
+    failed = opened(ack.ack_frame(KEY, "e", "failed", reason="refused"))
     assert failed["reason"] == "refused" and "incident" not in failed
-    cmd = json.loads(Signer(KEY).open(ack.command_frame(KEY, "identify", 1764412345123)))
+    why = "từ chối: thiếu địa chỉ"  # a sink's reply quoted in a reason travels as raw UTF-8
+    raw = ack.ack_frame(KEY, "e", "failed", reason=why)
+    assert why.encode() in raw and opened(raw)["reason"] == why
+    cmd = opened(ack.command_frame(KEY, "identify", 1764412345123))
     assert cmd == {"v": 1, "cmd": "identify", "ctr": 1764412345123, "args": {}}
     with pytest.raises(ValueError):
         ack.command_frame(KEY, "format-disk", 1)
@@ -127,7 +133,14 @@ def test_ack_frame_opens_with_the_firmware_signer():
 def test_stages_only_move_forward():
     assert ack.is_ahead("forwarded", "stored") and ack.is_ahead("accepted", "forwarded")
     assert not ack.is_ahead("stored", "forwarded")
-    assert not ack.is_ahead("accepted", "failed") and not ack.is_ahead("failed", "accepted")
+    assert not ack.is_ahead("forwarded", "failed") and not ack.is_ahead("stored", "failed")
+
+
+def test_accepted_is_final_and_supersedes_failed():
+    for stage in protocol.ACK_STAGES:
+        assert not ack.is_ahead(stage, "accepted")  # an accepted alarm never turns into failed
+    assert ack.is_ahead("failed", "forwarded") and ack.is_ahead("failed", "stored")
+    assert ack.is_ahead("accepted", "failed")  # a late acceptance is still the better news
 
 
 def test_verify_confidence_and_reasons():

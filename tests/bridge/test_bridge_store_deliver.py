@@ -11,14 +11,16 @@ from test_bridge_stages import DEV, KEY, body, signed
 from bridge import db
 from bridge.registry import Registry
 from bridge.report import Outcome
-from bridge.stages.deliver import DeliveryPolicy, DeliveryWorker
+from bridge.stages.deliver import DeliveryPolicy
 from bridge.stages.parse import parse_event, split_frame
-from bridge.stages.store import Incoming, StoreWriter
+from bridge.workers.delivery import DeliveryWorker
+from bridge.workers.store_writer import Incoming, StoreWriter
+from firmware import protocol
 
 
 def incoming(ctr: int, **over) -> Incoming:
     b = body(ctr=ctr, id=f"{DEV}-{ctr:08d}", **over)
-    frame = split_frame(f"baochay/v1/{DEV}/event", signed(b))
+    frame = split_frame(protocol.topic(DEV, "event"), signed(b))
     return Incoming(frame, parse_event(frame.body), 1000.0 + ctr)
 
 
@@ -232,12 +234,13 @@ def test_several_workers_share_a_sink_and_keep_each_incident_in_order(dbp):
 
 
 def test_batched_verify_context_equals_the_per_event_one(dbp):
-    from bridge.stages.deliver import VerifyPolicy, gather_context, gather_contexts
+    from bridge.stages.verify import VerifyPolicy
+    from bridge.workers.delivery import gather_contexts
 
     other = "hn-a-0002"
     Registry(dbp).upsert({"id": other, "key": KEY.hex(), "building": "Toa nha A"})
     b = body(ctr=1, id=f"{other}-00000001", dev=other, cause="heat", data={"t": 60})
-    frame = split_frame(f"baochay/v1/{other}/event", signed(b))
+    frame = split_frame(protocol.topic(other, "event"), signed(b))
     items = [incoming(1, type="fault", cause="sensor", data={"detail": "x"}), incoming(2, cause="heat"),
              Incoming(frame, parse_event(frame.body), 1010.0), incoming(3, cause="smoke"),
              incoming(4, type="cancel", ref=f"{DEV}-00000003"), incoming(500, cause="heat")]
@@ -247,7 +250,7 @@ def test_batched_verify_context_equals_the_per_event_one(dbp):
     policy = VerifyPolicy(window_s=100)
     batched = gather_contexts(conn, rows, lambda dev: "Toa nha A", policy)
     for r in rows:
-        assert batched[r["id"]] == gather_context(conn, r, "Toa nha A", policy), r["id"]
+        assert batched[r["id"]] == gather_contexts(conn, [r], lambda dev: "Toa nha A", policy)[r["id"]], r["id"]
     assert batched[f"{DEV}-00000002"].corroborating == [other]
     assert batched[f"{DEV}-00000003"].cancelled_by == f"{DEV}-00000004"
     assert batched[f"{DEV}-00000500"].corroborating == []  # outside the window

@@ -114,7 +114,7 @@ def make_report(**over) -> Report:
         event_id=eid, device_id="hn-a-0001", board="esp32-devkitc", type="alarm", cause="button",
         incident_key=eid, references=None, occurred_at=1764412345.0, received_at=1764412345.2,
         location=LOC, site=SITE, confidence=0.95, reasons=("manual call point pressed",),
-        readings={"press_ms": 0},
+        readings={},
     )
     fields.update(over)
     return Report(**fields)

@@ -19,7 +19,7 @@ KINDS = {
     "restore": follow_up(ORIGINAL, 2, "restore", "smoke"),
     "fault": make_report(type="fault", cause="chamber", readings={"detail": "chamber drift beyond range"}),
     "test": make_report(type="test", cause="selftest", readings={}),
-    "button": make_report(cause="button", readings={"press_ms": 180}),
+    "button": make_report(cause="button", readings={}),
 }
 
 

@@ -4,16 +4,26 @@ Any message from a device (event, telemetry heartbeat, status birth) counts as a
 silent longer than its class allows (mains 20 s, EN 50136-1 T6; battery much longer) is offline for the
 operator even if a half-open TCP connection keeps the broker from firing its last will. The last will
 (`status` offline) marks it offline at once. Transitions open and clear `offline` faults.
+
+`Presence` decides (in memory, any thread); the `Ticker` thread sweeps it every `supervision.check_s`,
+hands what changed to the store writer, keeps the gauges and publishes the bridge's health.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from .faults import clear_fault, raise_fault
+from firmware import protocol_host
+
+from ..faults import clear_fault, raise_fault
+
+log = logging.getLogger("bridge")
 
 
 @dataclass
@@ -110,7 +120,8 @@ def flush_last_seen(conn: sqlite3.Connection, seen: dict[str, float]) -> None:
 
 def apply_telemetry(conn: sqlite3.Connection, dev: str, t: dict, low_battery_pct: float, now: float) -> None:
     ensure_state_row(conn, dev)
-    batt = t.get("batt") if isinstance(t.get("batt"), dict) else {}
+    b = t.get("batt")
+    batt = b if isinstance(b, dict) else {}
 
     def num(v):
         return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
@@ -133,3 +144,97 @@ def apply_birth(conn: sqlite3.Connection, dev: str, s: dict) -> None:
     fw = s.get("fw") if isinstance(s.get("fw"), str) else None
     boot = s.get("boot") if isinstance(s.get("boot"), int) else None
     conn.execute("UPDATE device_state SET fw=COALESCE(?, fw), boot=COALESCE(?, boot) WHERE id=?", (fw, boot, dev))
+
+
+class Ticker(threading.Thread):
+    """The supervision ticker: presence sweep, gauges, registry reload, the bridge's health topic.
+
+    backlogs: sink name -> a delivery worker of that sink (its backlog counts the whole sink);
+    counts: the bridge's running totals, turned into rates; publish(topic, payload, qos).
+    """
+
+    def __init__(self, cfg: dict, bridge_id: str, version: str, *, registry, presence: Presence, writer, metrics,
+                 conn: sqlite3.Connection, backlogs: dict, counts: dict, publish: Callable, shared: bool,
+                 stopping: threading.Event):
+        super().__init__(name="supervision", daemon=True)
+        self.cfg = cfg
+        self.bridge_id = bridge_id
+        self.version = version
+        self.registry = registry
+        self.presence = presence
+        self.writer = writer
+        self.metrics = metrics
+        self.conn = conn
+        self.backlogs = backlogs
+        self.counts = counts
+        self.publish = publish
+        self.shared = shared
+        self._stopping = stopping
+
+    def run(self) -> None:
+        check_s = float(self.cfg["supervision"]["check_s"])
+        health_s = float(self.cfg["health_s"])
+        next_health = time.monotonic() + min(2.0, health_s)
+        next_reload = time.monotonic() + 30
+        last = (time.monotonic(), dict(self.counts))
+        while not self._stopping.wait(check_s):
+            try:
+                if time.monotonic() > next_reload:
+                    self.registry.reload()
+                    next_reload = time.monotonic() + 30
+                self.tick()
+                if health_s > 0 and time.monotonic() >= next_health:
+                    next_health = time.monotonic() + health_s
+                    last = self.publish_health(last)
+            except Exception:
+                log.exception("supervision tick failed")
+
+    def _peer_sightings(self) -> list:
+        """With several processes each hears only part of a device's traffic: a sign of life another
+        process wrote to the database (device_state.last_seen) counts here too, before the sweep."""
+        out = []
+        for r in self.conn.execute("SELECT id, last_seen FROM device_state WHERE last_seen IS NOT NULL"):
+            if r["last_seen"] > self.presence.last_seen.get(r["id"], 0.0):
+                t = self.presence.seen(r["id"], r["last_seen"])
+                if t is not None:
+                    out.append(t)
+        return out
+
+    def tick(self) -> None:
+        now = time.time()
+        devices = self.registry.cached()
+        back = self._peer_sightings() if self.shared else []
+        transitions = back + self.presence.sweep(devices, now)
+        for t in transitions:
+            log.warning("device offline", extra={"device": t.dev, "reason": t.reason})
+        seen = self.presence.take_dirty()
+
+        def job(conn):
+            apply_transitions(conn, transitions)
+            flush_last_seen(conn, seen)
+            conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('alive', ?), ('bridge_id', ?), ('version', ?)",
+                         (str(now), self.bridge_id, self.version))
+        self.writer.submit(job)
+        on, off = self.presence.counts(devices)
+        self.metrics.devices.labels("online").set(on)
+        self.metrics.devices.labels("offline").set(off)
+        for name, w in self.backlogs.items():
+            self.metrics.backlog.labels(name).set(w.backlog(self.conn))
+        self.metrics.faults_open.set(self.conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0])
+        self.metrics.store_queue.set(self.writer.backlog())
+
+    def publish_health(self, last):
+        t0, c0 = last
+        t1, c1 = time.monotonic(), dict(self.counts)
+        dt = max(1e-6, t1 - t0)
+        on, off = self.presence.counts(self.registry.cached())
+        body = {
+            "v": protocol_host.VERSION, "bridge": self.bridge_id, "version": self.version, "ts": int(time.time()),
+            "devices": {"online": on, "offline": off},
+            "backlog": {name: w.backlog(self.conn) for name, w in self.backlogs.items()},
+            "rates": {k + "_per_s": round((c1[k] - c0[k]) / dt, 2) for k in c1},
+            "faults_open": self.conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0],
+        }
+        self.publish(protocol_host.bridge_topic(self.bridge_id, "health"), json.dumps(body, separators=(",", ":")).encode(),
+                     qos=0)
+        return t1, c1

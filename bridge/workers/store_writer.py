@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from .. import db
 from ..faults import clear_fault, raise_fault
-from .authenticate import DUPLICATE, NEW, REPLAY, classify
-from .parse import Frame
+from ..stages.authenticate import DUPLICATE, NEW, classify
+from ..stages.parse import Frame
 
 log = logging.getLogger("bridge.store")
 
@@ -55,10 +55,8 @@ class StoredResult:
 class StoreWriter(threading.Thread):
     """on_result(StoredResult) runs after the commit, in this thread, for every event handled.
 
-    reorder_window: 0 (one bridge) applies docs/protocol.md section 4 strictly. With N > 0 (several
-    bridges on a shared subscription, where one device's events may reach two processes and commit out
-    of order), an event whose id was never stored and whose counter is at most N behind the device's
-    highest is stored as new: it was overtaken, not replayed (a replayed stored event is a duplicate)."""
+    reorder_window: 0 with one bridge; with several on a shared subscription, how far behind the
+    device's highest counter a never-stored event may be and still be new (stages/authenticate.py)."""
 
     def __init__(self, db_path, sinks: list, on_result: Callable[[StoredResult], None],
                  batch_max: int = 1000, on_commit: Callable[[int], None] | None = None,
@@ -148,6 +146,8 @@ class StoreWriter(threading.Thread):
 
     def _apply(self, batch: list) -> list[After]:
         conn = self.conn
+        if conn is None:
+            raise RuntimeError("store writer: the database is not open")
         afters: list[After] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -174,10 +174,7 @@ class StoreWriter(threading.Thread):
         eid, dev = ev["id"], ev["dev"]
         row = conn.execute("SELECT body, stage, incident, reason FROM events WHERE id=?", (eid,)).fetchone()
         highest = self._highest_ctr(conn, dev)
-        verdict = classify(item.frame.body, ev["ctr"], row["body"] if row else None, highest)
-        if (verdict == REPLAY and row is None and self.reorder_window and highest is not None
-                and ev["ctr"] > highest - self.reorder_window):
-            verdict = NEW  # overtaken by a later event that another bridge process stored first
+        verdict = classify(item.frame.body, ev["ctr"], row["body"] if row else None, highest, self.reorder_window)
         if verdict == NEW:
             ref = ev.get("ref")
             incident_key = eid
