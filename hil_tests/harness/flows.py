@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from stack.procs import wait_until  # noqa: F401  (the suite's polling wait, from the one harness)
+
 from .bench import Board
 from .dut import Msg
 
@@ -53,18 +55,6 @@ def follow_alarm(board: Board, ev: Msg, pressed_at: float | None, since: int, re
             times["press"] = pressed_at
         results.alarm_path(times)
     return accepted
-
-
-def wait_until(fn, timeout: float = 20.0, interval: float = 0.2, what: str = "condition"):
-    """Poll fn() until it returns something truthy (for HTTP state, which has no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout:.0f} s (last: {last!r})")
 
 
 def incidents_of(intake, dev: str) -> list[dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from fakesink_http import FakeIntake  # noqa: E402
 
 from bridge.registry import Registry  # noqa: E402
 from stack.mosquitto import Mosquitto  # noqa: E402
+from stack.procs import stop_process, wait_until  # noqa: E402
 
 
 class Fleet:
@@ -108,16 +108,9 @@ class BridgeProc:
         raise TimeoutError("bridge not ready:\n" + self.log_path.read_text()[-3000:])
 
     def stop(self) -> int | None:
+        """SIGTERM (a graceful shutdown) and its exit code; None when it had to be killed."""
         p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return None if p is None else p.returncode
-        p.send_signal(signal.SIGTERM)
-        try:
-            return p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            return None
+        return stop_process(p, 15)
 
     def kill(self) -> None:
         p, self.proc = self.proc, None
@@ -131,10 +124,4 @@ class BridgeProc:
 
 
 def wait_for(pred, timeout: float = 10.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout} s")
+    return wait_until(pred, timeout, step)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bridge.report import Location, Report, Site
 from stack.ports import free_port
+from stack.procs import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token"
@@ -55,13 +56,7 @@ class IntakeProcess:
         p, self.proc = self.proc, None
         if p is None:
             return
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_process(p, timeout)
         if p.stdout:
             p.stdout.close()
 
