@@ -23,21 +23,17 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from bench.loadgen import AsyncDevice
 from bridge.registry import Registry
 from bridge.report import Outcome, Report
+from stack.bridge import Bridge
 from stack.mosquitto import Mosquitto
-from stack.procs import stop_process
-
-REPO = Path(__file__).resolve().parents[1]
+from stack.procs import Process
 
 
 class BenchSink:
@@ -53,7 +49,7 @@ class BenchSink:
         pass
 
 
-def start_profiler(out: str | None, pid: int) -> subprocess.Popen | None:
+def start_profiler(out: str | None, pid: int) -> Process | None:
     """py-spy (pip install py-spy) sampling the bridge, written as collapsed stacks to `out`."""
     if not out:
         return None
@@ -61,14 +57,15 @@ def start_profiler(out: str | None, pid: int) -> subprocess.Popen | None:
     if not exe:
         print("--profile needs py-spy: pip install py-spy")
         return None
-    prof = subprocess.Popen([exe, "record", "-r", "200", "-t", "-f", "raw", "-o", out, "--pid", str(pid)])
-    time.sleep(1)
+    prof = Process([exe, "record", "-r", "200", "-t", "-f", "raw", "-o", out, "--pid", str(pid)], name="py-spy")
+    prof.start()
+    time.sleep(1)  # py-spy prints nothing when it is attached: give it a moment before the load
     return prof
 
 
-def stop_profiler(prof: subprocess.Popen | None) -> None:
+def stop_profiler(prof: Process | None) -> None:
     if prof is not None:
-        prof.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+        prof.signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
         prof.wait(30)
 
 
@@ -139,11 +136,10 @@ def make_devices(creds, broker, raw: bool) -> list[AsyncDevice]:
 
 
 async def relay_phase(creds, broker, args) -> float:
-    relay = subprocess.Popen([sys.executable, "-m", "bench.loadgen", "relay", "--port", str(broker.port),
-                              "--user", "relay", "--password", "relay-pw"], cwd=REPO, env=_env(),
-                             stdout=subprocess.PIPE, text=True)
+    relay = Process([sys.executable, "-m", "bench.loadgen", "relay", "--port", str(broker.port),
+                     "--user", "relay", "--password", "relay-pw"], name="relay", ready="relay ready")
+    relay.start()
     try:
-        relay.stdout.readline()  # "relay ready"
         devs = make_devices(creds, broker, raw=True)
         some = devs[: args.throughput_devices]
         await connect_all(some)
@@ -157,17 +153,10 @@ async def relay_phase(creds, broker, args) -> float:
         print("             " + cpu.show(before, after))
         return rate
     finally:
-        relay.terminate()
-        relay.wait(10)
+        relay.stop(10)
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-def start_bridge(workdir: Path, broker, creds, index: int = 0, shared: bool = False) -> subprocess.Popen:
+def start_bridge(workdir: Path, broker, creds, index: int = 0, shared: bool = False) -> Bridge:
     """One bridge process; with `shared`, one of several on one database behind a shared subscription."""
     dbp = workdir / "bridge.db"
     if index == 0:
@@ -179,18 +168,7 @@ def start_bridge(workdir: Path, broker, creds, index: int = 0, shared: bool = Fa
     cfg = {"bridge_id": f"bench-{index}", "db": str(dbp), "log_level": "warning", "mqtt": mq,
            "sinks": [{"name": "bench", "type": "bench"}], "sink_types": {"bench": "bench.bridge_throughput:BenchSink"},
            "supervision": {"mains_s": 3600}}
-    conf, logp = workdir / f"bridge-{index}.yaml", workdir / f"bridge-{index}.log"
-    conf.write_text(yaml.safe_dump(cfg))
-    log = open(logp, "wb")
-    cmd = [sys.executable, "-m", "bridge.cli", "run", "--config", str(conf)]
-    proc = subprocess.Popen(cmd,
-                            cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while b"bridge ready" not in logp.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("bridge did not start:\n" + logp.read_text()[-2000:])
-        time.sleep(0.05)
-    return proc
+    return Bridge(workdir, cfg, name=f"bridge-{index}").start()
 
 
 async def bridge_phase(creds, broker, args, relay_rate: float, cpu: CpuMeter) -> None:
@@ -262,7 +240,7 @@ async def amain(args) -> None:
             finally:
                 stop_profiler(prof)
                 for b in bridges:
-                    stop_process(b, 20)
+                    b.stop(20)
         finally:
             broker.stop()
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
 
 FW_VERSION = "0.1.0"  # firmware/app.py FW_VERSION
 
@@ -20,7 +20,7 @@ def test_boot_banner_names_device_firmware_and_board(boards, bench):
 
 def test_retained_online_birth_with_version_and_board(boards, bench, observer):
     for b in boards:
-        topic = f"{PREFIX}{b.dev}/status"
+        topic = protocol.topic(b.dev, "status")
         _, _, payload, _ = observer.wait(lambda m, topic=topic: m[1] == topic and b'"online"' in m[2], 30)
         birth = json.loads(payload)
         assert birth["state"] == "online" and birth["fw"] == FW_VERSION
@@ -29,7 +29,7 @@ def test_retained_online_birth_with_version_and_board(boards, bench, observer):
     late = observer.another()
     try:
         for b in boards:
-            topic = f"{PREFIX}{b.dev}/status"
+            topic = protocol.topic(b.dev, "status")
             _, _, payload, retained = late.wait(lambda m, topic=topic: m[1] == topic, 20)
             assert retained and json.loads(payload)["state"] == "online"
     finally:

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
 from hil_tests.harness.flows import (
     DELIVERY_TIMEOUT_S,
     follow_alarm,
@@ -30,7 +30,7 @@ def test_press_reaches_bridge_and_intake_with_board_coordinates(boards, intake, 
         since, seen = b.dut.mark(), observer.mark()
         ev, pressed = press_alarm(b)
         accepted = follow_alarm(b, ev, pressed, since, results)
-        topic = f"{PREFIX}{b.dev}/event"
+        topic = protocol.topic(b.dev, "event")
         _, _, frame, _ = observer.wait(lambda m, topic=topic, eid=ev["id"]: m[1] == topic
                                        and f'"id":"{eid}"'.encode() in m[2], 10, since=seen)
         body = signed_body(frame, b.cfg["key"])
@@ -76,7 +76,7 @@ def test_long_hold_after_alarm_cancels_it(board, intake, observer):
     board.rig.hold(board.cfg["hold_cancel_ms"] + 800)
     cancel = board.dut.expect("event", 10, since=since, type="cancel")
     board.dut.expect("indicator", 10, since=since, state="cancelled")
-    topic = f"{PREFIX}{board.dev}/event"
+    topic = protocol.topic(board.dev, "event")
     _, _, frame, _ = observer.wait(lambda m: m[1] == topic and f'"id":"{cancel["id"]}"'.encode() in m[2],
                                    DELIVERY_TIMEOUT_S, since=seen)
     assert signed_body(frame, board.cfg["key"])["ref"] == ev["id"]

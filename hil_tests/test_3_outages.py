@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
 from hil_tests.harness.flows import DELIVERY_TIMEOUT_S, incidents_of, press_alarm, wait_ack, wait_until
 
 
@@ -30,7 +30,7 @@ def test_presses_during_broker_outage_arrive_once_and_in_order(board, bench, obs
     for eid in wanted:
         wait_ack(board, eid, "stored", since)
     wait_ack(board, second["id"], "accepted", since)
-    topic = f"{PREFIX}{board.dev}/event"
+    topic = protocol.topic(board.dev, "event")
     observer.wait(lambda m: m[1] == topic and f'"id":"{second["id"]}"'.encode() in m[2], DELIVERY_TIMEOUT_S, since=seen)
     ids = [b["id"] for b in observer.bodies(topic, since=seen)]
     assert ids == wanted, f"published {ids}"

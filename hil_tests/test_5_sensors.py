@@ -11,7 +11,7 @@ import operator
 
 import pytest
 
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
 from hil_tests.harness.flows import DELIVERY_TIMEOUT_S, follow_alarm, press_alarm, wait_ack
 
 SENSOR_ALARM_S = 45  # sampling every second, the lagged sensor, a confirmation period, busy cores
@@ -61,7 +61,7 @@ def test_heat_injection_raises_heat_alarm(virtual_sensors, observer):
     since, seen = board.dut.mark(), observer.mark()
     board.dut.cmd("sensor", t=90.0, tau=2.0)  # a fire next to the sensor; short housing lag
     ev = _sensor_alarm(board, "heat", since)
-    topic = f"{PREFIX}{board.dev}/event"
+    topic = protocol.topic(board.dev, "event")
     _, _, frame, _ = observer.wait(lambda m: m[1] == topic and f'"id":"{ev["id"]}"'.encode() in m[2],
                                    DELIVERY_TIMEOUT_S, since=seen)
     data = json.loads(frame.split(b"\n", 1)[0])["data"]
@@ -73,7 +73,7 @@ def test_smoke_injection_raises_smoke_alarm(virtual_sensors, observer):
     since, seen = board.dut.mark(), observer.mark()
     board.dut.cmd("sensor", obs=0.4)  # above EN 54-7's 0.05-0.3 dB/m response band
     ev = _sensor_alarm(board, "smoke", since)
-    topic = f"{PREFIX}{board.dev}/event"
+    topic = protocol.topic(board.dev, "event")
     _, _, frame, _ = observer.wait(lambda m: m[1] == topic and f'"id":"{ev["id"]}"'.encode() in m[2],
                                    DELIVERY_TIMEOUT_S, since=seen)
     data = json.loads(frame.split(b"\n", 1)[0])["data"]
@@ -98,7 +98,7 @@ def test_gps_sentences_move_the_alarm_location(virtual_sensors, intake, observer
     reply = board.dut.cmd("nmea", line=gga(lat, lon))  # the simulated receiver repeats it every second
     assert reply.get("valid") is True, f"the board rejected a valid sentence: {reply}"
     # the board polls its GPS UART on its own schedule: wait until its telemetry shows the fix
-    topic = f"{PREFIX}{board.dev}/telemetry"
+    topic = protocol.topic(board.dev, "telemetry")
     observer.wait(lambda m: m[1] == topic and (json.loads(m[2]).get("r") or {}).get("gps"),
                   3 * board.cfg.get("telemetry_s", 60) + 10, since=seen)
     since = board.dut.mark()
@@ -114,7 +114,7 @@ def test_real_bme680_readings_are_plausible(board, bench, observer):
         pytest.skip("a virtual board's BME680 reads what the suite injects; plausibility is for real sensors")
     if "bme680" not in (bench.board_entry.get("sensors") or []):
         pytest.skip(f"board {bench.board_entry['name']} has no BME680 fitted")
-    topic = f"{PREFIX}{board.dev}/telemetry"
+    topic = protocol.topic(board.dev, "telemetry")
     _, _, payload, _ = observer.wait(lambda m: m[1] == topic and b'"t":' in m[2], 3 * board.cfg.get("telemetry_s", 60) + 10)
     r = json.loads(payload)["r"]
     assert -10 <= r["t"] <= 50, f"air temperature {r['t']} degC"

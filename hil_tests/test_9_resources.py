@@ -1,5 +1,5 @@
-"""Resources after the scenarios (this file runs last): the GC heap the firmware used, and an empty
-flash outbox: every event of the run was stored by the bridge."""
+"""Resources: the GC heap the firmware has used so far stays within budget, and the flash outbox
+empties: every event was stored by the bridge. Run last (the file order), they cover the whole run."""
 
 from __future__ import annotations
 

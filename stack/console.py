@@ -1,9 +1,12 @@
-"""A host-side client for a board's serial console (JSON lines, docs/protocol.md section 9).
+"""The host's client of a board's serial console (JSON lines, docs/protocol.md section 9): the one
+used by the installer's `baochay-provision verify` (provisioning/console.py), the tests, the HIL suite
+(hil_tests/harness/dut.py), `make run` and the benchmarks.
 
 Works the same on a real board's serial port and on a virtual board's pty. A reader thread keeps
 every line with the time it arrived, so a caller waits on events instead of sleeping, can measure
-how long each hop took, and can show the whole serial log when something fails. Used by the tests,
-the HIL suite (hil_tests/harness/dut.py), `make run` and the benchmarks.
+how long each hop took, and can show the whole serial log when something fails. Each user picks the
+exception its failures raise (`Error`): a test assertion for the suites, an installer error for
+`verify`.
 """
 
 from __future__ import annotations
@@ -13,8 +16,17 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import serial
+
+from provisioning.serialport import PortError
+from provisioning.serialport import open_port as open_serial  # released DTR/RTS: opening resets no board
+
+from .procs import Arrivals
+
+__all__ = ["Console", "ConsoleError", "Msg", "matcher", "open_serial"]
+C = TypeVar("C", bound="Console")
 
 
 class ConsoleError(RuntimeError):
@@ -41,28 +53,17 @@ def matcher(what: str | Callable[[dict], bool] | None, fields: dict) -> Callable
     return pred
 
 
-def open_serial(port: str, baudrate: int = 115200, exclusive: bool = True) -> serial.Serial:
-    """Open a serial port with DTR and RTS released *before* it opens: on a board with the DTR/RTS
-    auto-reset circuit, the default (both asserted on open) would hold it in reset or in the boot ROM."""
-    if "://" in port:
-        ser = serial.serial_for_url(port, do_not_open=True, baudrate=baudrate, timeout=0.1)
-    else:
-        ser = serial.Serial(baudrate=baudrate, timeout=0.1, exclusive=exclusive)
-        ser.port = port
-    ser.dtr = False
-    ser.rts = False
-    ser.open()
-    return ser
-
-
 class Console:
     Error: type[Exception] = ConsoleError
+    no_reply_hint = ""  # what a user should check when the board does not answer
 
-    def __init__(self, port: str | serial.Serial, baudrate: int = 115200, timeout: float = 10.0,
+    def __init__(self, port: str | serial.SerialBase, baudrate: int = 115200, timeout: float = 10.0,
                  name: str | None = None):
         if isinstance(port, str):
             try:
                 self.ser = open_serial(port, baudrate)
+            except PortError as e:  # already in plain words: missing, busy, no permission
+                raise self.Error(str(e)) from None
             except (serial.SerialException, OSError) as e:
                 raise self.Error(f"cannot open serial port {port}: {e}") from None
             self.port = port
@@ -72,8 +73,9 @@ class Console:
         self.name = name or self.port
         self.timeout = timeout
         self.log: list[tuple[float, str]] = []  # every line, JSON or not (boot ROM text, tracebacks)
-        self.lines: list[Msg] = []
-        self._cond = threading.Condition()
+        self._msgs: Arrivals[Msg] = Arrivals()
+        self.lines = self._msgs.items  # the JSON object lines
+        self._cond = self._msgs.cond
         self._tags = itertools.count(1)
         self._closed = False
         self._write_lock = threading.Lock()
@@ -111,8 +113,7 @@ class Console:
             if isinstance(obj, dict):
                 m = Msg(obj)
                 m.t = now
-                self.lines.append(m)
-            self._cond.notify_all()
+                self._msgs.add(m)
 
     # -- talking -----------------------------------------------------------------------------------
     def send(self, obj: dict) -> None:
@@ -120,12 +121,20 @@ class Console:
             self.ser.write((json.dumps(obj, separators=(",", ":")) + "\n").encode())
             self.ser.flush()
 
-    def ask(self, cmd: str, timeout: float | None = None, **args) -> Msg:
-        """Send a command and return its reply, whatever `ok` says."""
-        tag = next(self._tags)
+    def ask(self, cmd: str, timeout: float | None = None, attempts: int = 1, **args) -> Msg:
+        """Send a command and return its reply, whatever `ok` says. With attempts > 1 it is sent again
+        after each `timeout` without a reply (a board that has just booted may miss the first)."""
+        wait = timeout or self.timeout
         since = self.mark()
-        self.send({"cmd": cmd, "tag": tag, **args})
-        return self.expect(lambda m: m.get("re") == cmd and m.get("tag") == tag, timeout, since=since)
+        tags: list[int] = []
+        for _ in range(attempts):
+            tags.append(next(self._tags))
+            self.send({"cmd": cmd, "tag": tags[-1], **args})
+            reply = self.first(lambda m: m.get("re") == cmd and m.get("tag") in tags, wait, since=since)
+            if reply is not None:
+                return reply
+        raise self.Error(f"{self.name}: no reply to '{cmd}' within {wait:.0f} s{self.no_reply_hint};"
+                         f" last lines:\n{self.tail(25)}")
 
     def request(self, cmd: str, timeout: float | None = None, **args) -> Msg:
         """Send a command; its reply, or an error when the board says ok: false."""
@@ -140,39 +149,32 @@ class Console:
                since: int = 0, **fields) -> Msg:
         """The first line from index `since` matching `what` (an `ev` name or a predicate) and
         `fields`; an error with the tail of the log after `timeout` seconds."""
-        pred = matcher(what, fields)
         wait = timeout or self.timeout
-        deadline = time.monotonic() + wait
-        i = since
-        with self._cond:
-            while True:
-                while i < len(self.lines):
-                    if pred(self.lines[i]):
-                        return self.lines[i]
-                    i += 1
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    want = what if isinstance(what, str) else "a matching line"
-                    raise self.Error(f"{self.name}: no {want} {fields or ''} within {wait:.0f} s;"
-                                     f" last lines:\n{self.tail(25)}")
-                self._cond.wait(left)
+        found = self.first(what, wait, since, **fields)
+        if found is None:
+            want = what if isinstance(what, str) else "a matching line"
+            raise self.Error(f"{self.name}: no {want} {fields or ''} within {wait:.0f} s;"
+                             f" last lines:\n{self.tail(25)}")
+        return found
+
+    def first(self, what: str | Callable[[dict], bool] | None = None, timeout: float | None = None,
+              since: int = 0, **fields) -> Msg | None:
+        """As expect(), but None after `timeout` seconds instead of an error."""
+        return self._msgs.first(matcher(what, fields), timeout or self.timeout, since)
 
     def wait_for(self, pred: Callable[[dict], bool], timeout: float | None = None, since: int = 0) -> Msg:
         return self.expect(pred, timeout, since)
 
     def find(self, what: str | Callable[[dict], bool] | None = None, since: int = 0, **fields) -> list[Msg]:
         """Every line so far (from `since`) matching, without waiting."""
-        pred = matcher(what, fields)
-        with self._cond:
-            return [m for m in self.lines[since:] if pred(m)]
+        return self._msgs.find(matcher(what, fields), since)
 
     def events(self, ev: str, since: int = 0) -> list[Msg]:
         return self.find(ev, since)
 
     def mark(self) -> int:
         """An index for `since`: only lines printed after now count."""
-        with self._cond:
-            return len(self.lines)
+        return self._msgs.mark()
 
     def log_mark(self) -> int:
         with self._cond:
@@ -198,7 +200,7 @@ class Console:
         except Exception:
             pass
 
-    def __enter__(self) -> Console:
+    def __enter__(self: C) -> C:
         return self
 
     def __exit__(self, *exc) -> None:

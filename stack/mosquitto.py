@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware import mqtt_codec
 from provisioning.acl import DEVICE_ACL, bridge_acl, observer_acl
 
 from .ports import free_port, wait_port
-from .procs import stop_process
+from .procs import Process, wait_until
 
 
 class MosquittoMissing(RuntimeError):
@@ -60,13 +62,14 @@ class Mosquitto:
     host: str = "127.0.0.1"
     anonymous: bool = False
     max_packet_size: int = 65536
-    proc: subprocess.Popen | None = None
     # Optional TLS listener on `host` (same users and ACL): the server certificate, its key, and the CA
     # that signed it (stack/tls.py makes a throwaway set). tls_port 0 picks a free port.
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
     tls_port: int = 0
+    _process: Process | None = field(default=None, init=False, repr=False)
+    _added: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # since the last (re)load
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -76,6 +79,11 @@ class Mosquitto:
         if self.tls_cert and not self.tls_port:
             self.tls_port = free_port(self.host)
         self.write_config()
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        """The broker process while it runs."""
+        return self._process.proc if self._process else None
 
     @property
     def tls(self) -> bool:
@@ -92,6 +100,7 @@ class Mosquitto:
     def add_user(self, name: str, password: str) -> None:
         """Add a user; takes effect on the next start (or reload)."""
         self.users[name] = password
+        self._added[name] = password
         self.write_config()
 
     def write_config(self) -> None:
@@ -138,12 +147,9 @@ class Mosquitto:
     def start(self, timeout: float = 10.0) -> Mosquitto:
         if self.proc and self.proc.poll() is None:
             return self
-        exe = find_mosquitto()
-        self.proc = subprocess.Popen(
-            [exe, "-c", str(self.conf_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "mosquitto.stderr", "ab"),
-        )
+        self._process = Process([find_mosquitto(), "-c", str(self.conf_path)], name="mosquitto",
+                                log=self.workdir / "mosquitto.stderr")
+        self._process.start()
         try:
             wait_port(self.host, self.port, timeout)
             if self.tls:
@@ -151,18 +157,37 @@ class Mosquitto:
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"mosquitto did not start; see {self.log_path}") from None
+        self._added.clear()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop gracefully (SIGTERM) so that persistence is saved, as a broker restart would."""
-        p, self.proc = self.proc, None
-        stop_process(p, timeout)
+        if self._process:
+            self._process.stop(timeout)
 
-    def reload(self) -> None:
-        """Re-read the password file and ACL without dropping connections (SIGHUP)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(1)
-            time.sleep(0.2)
+    def reload(self, timeout: float = 10.0) -> None:
+        """Re-read the password file and ACL without dropping connections (SIGHUP); returns once every
+        user added since the last (re)load can log in."""
+        if not (self._process and self._process.running):
+            return
+        self._process.signal(signal.SIGHUP)
+        for name, password in self._added.items():
+            def logs_in(name: str = name, password: str = password) -> bool:
+                return self.accepts_login(name, password)
+
+            wait_until(logs_in, timeout, 0.05, what=f"broker accepting user {name} after reload")
+        self._added.clear()
+
+    def accepts_login(self, user: str, password: str) -> bool:
+        """True when a CONNECT with these credentials is answered CONNACK 0 (then DISCONNECT)."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=2) as s:
+                s.sendall(mqtt_codec.connect(f"login-check-{os.getpid()}", user, password, keepalive=5))
+                answer = s.recv(4)
+                s.sendall(mqtt_codec.disconnect())
+        except OSError:
+            return False
+        return len(answer) == 4 and answer[0] >> 4 == mqtt_codec.CONNACK and answer[3] == 0
 
     def __enter__(self) -> Mosquitto:
         return self.start()

@@ -1,7 +1,8 @@
 """Free loopback ports for services started on this machine."""
 
 import socket
-import time
+
+from .procs import wait_until
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -11,15 +12,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def accepts(host: str, port: int) -> bool:
+    """True when something accepts a TCP connection on host:port now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
     """Block until something accepts TCP connections on host:port, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError as e:
-            last = e
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s ({last})")
+    try:
+        wait_until(lambda: accepts(host, port), timeout, 0.05, what=f"something listening on {host}:{port}")
+    except AssertionError as e:
+        raise TimeoutError(str(e)) from None

@@ -11,26 +11,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import yaml
 
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
 
+from .bridge import Bridge, intake_bridge_config
 from .console import Console, ConsoleError
 from .devices import device_config, write_device
+from .intake import Intake
 from .mosquitto import Mosquitto, MosquittoMissing
-from .procs import stop_process
+from .procs import StartError, stop_all
 from .vboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,11 +60,11 @@ class Stack:
         self.dir = workdir
         self.count = count
         self.keep_consoles = keep_consoles
-        self.procs: list[tuple[str, subprocess.Popen]] = []
         self.boards: list[VirtualBoard] = []
         self.broker: Mosquitto | None = None
+        self.intake: Intake | None = None
+        self.bridge: Bridge | None = None
         self.watcher: mqtt.Client | None = None
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
     # -- pieces --------------------------------------------------------------------------------
     def start_broker(self) -> None:
@@ -80,43 +78,10 @@ class Stack:
         self.broker.start()
         say(f"  broker     mqtt://127.0.0.1:{self.broker.port}  (Mosquitto, per-device passwords and ACL)")
 
-    def spawn(self, name: str, cmd: list[str], ready: str, timeout: float = 30) -> tuple[subprocess.Popen, str]:
-        """Start a service; return it and the first output line containing `ready`."""
-        log = open(self.dir / f"{name}.log", "ab")
-        p = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.procs.append((name, p))
-        found: list[str] = []
-        got = threading.Event()
-
-        def pump() -> None:
-            assert p.stdout is not None  # a pipe
-            for raw in p.stdout:
-                log.write(raw)
-                log.flush()
-                if not got.is_set() and ready in raw.decode(errors="replace"):
-                    found.append(raw.decode(errors="replace").strip())
-                    got.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not got.wait(timeout):
-            raise SystemExit(f"error: {name} did not start within {timeout:.0f} s; see {self.dir / (name + '.log')}")
-        return p, found[0]
-
     def start_intake(self) -> None:
-        _, line = self.spawn("intake", [sys.executable, "-m", "intake.server", "--port", "0",
-                                        "--db", str(self.dir / "intake.db"), "--quiet"], "listening on")
-        self.intake_url = line.split("listening on", 1)[1].strip()
+        self.intake = Intake(self.dir / "intake.db").start()
+        self.intake_url = self.intake.url
         say(f"  114 intake {self.intake_url}/  (reference server: open it in a browser to watch incidents)")
-
-    def register_devices(self) -> None:
-        from bridge.registry import Registry
-
-        reg = Registry(self.dir / "bridge.db")
-        for s in self.sites:
-            cfg, site = s["cfg"], s["cfg"]["site"]
-            reg.upsert({"id": cfg["dev"], "key": cfg["key"], "board": self.board, "lat": cfg["loc"]["lat"],
-                        "lon": cfg["loc"]["lon"], "acc": cfg["loc"]["acc"], "supervision": "mains", **site})
-        reg.close()
 
     def _broker(self) -> Mosquitto:  # started by up(); a clear error before that
         if self.broker is None:
@@ -124,18 +89,11 @@ class Stack:
         return self.broker
 
     def start_bridge(self) -> None:
-        conf = {
-            "bridge_id": "local",
-            "db": str(self.dir / "bridge.db"),
-            "mqtt": {"host": "127.0.0.1", "port": self._broker().port, "user": "bridge", "password": self.bridge_pw},
-            "metrics": {"host": "127.0.0.1", "port": 0},
-            "sinks": [{"name": "intake114", "type": "intake-json", "url": self.intake_url}],
-            "accepted_from": "intake114",
-        }
-        self.bridge_conf = self.dir / "bridge.yaml"
-        self.bridge_conf.write_text(yaml.safe_dump(conf, allow_unicode=True))
-        self.bridge_conf.chmod(0o600)
-        self.spawn("bridge", [sys.executable, "-m", "bridge.cli", "run", "--config", str(self.bridge_conf)], "bridge ready")
+        mqtt = {"host": "127.0.0.1", "port": self._broker().port, "user": "bridge", "password": self.bridge_pw}
+        self.bridge = Bridge(self.dir, intake_bridge_config("local", self.dir / "bridge.db", mqtt, self.intake_url))
+        self.bridge.register([s["cfg"] for s in self.sites], board=self.board)
+        self.bridge.start()
+        self.bridge_conf = self.bridge.cfg_path
         say(f"  bridge     config {self.bridge_conf.relative_to(ROOT) if self.bridge_conf.is_relative_to(ROOT) else self.bridge_conf}")
 
     def start_boards(self) -> None:
@@ -158,20 +116,21 @@ class Stack:
         c.username_pw_set("watcher", self.watch_pw)
 
         def on_message(client, userdata, m):
-            dev = m.topic.split("/")[2]
             try:
+                dev, kind = protocol.split_topic(m.topic, ("event", "ack"))
                 body = json.loads(m.payload.split(b"\n", 1)[0])
-            except ValueError:
+            except (protocol.Refused, ValueError):
                 return
             t = time.strftime("%H:%M:%S")
-            if m.topic.endswith("/event"):
+            if kind == "event":
                 say(f"{t}  {dev}: {body.get('type')} ({body.get('cause')}) {body.get('id')} sent")
-            elif m.topic.endswith("/ack"):
+            else:
                 extra = body.get("incident") or body.get("reason") or ""
                 say(f"{t}  {dev}: {body.get('id')} {body.get('stage')} {extra}")
 
         c.on_message = on_message
-        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([(PREFIX + "+/event", 1), (PREFIX + "+/ack", 1)])
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([(protocol.every("event"), 1),
+                                                                  (protocol.every("ack"), 1)])
         c.connect("127.0.0.1", self._broker().port)
         c.loop_start()
         self.watcher = c
@@ -191,7 +150,6 @@ class Stack:
         for s in self.sites:
             s["cfg"]["mqtt"]["port"] = self._broker().port
         self.start_intake()
-        self.register_devices()
         self.start_bridge()
         self.start_boards()
         if watch:
@@ -202,12 +160,7 @@ class Stack:
     def down(self) -> None:
         if self.watcher:
             self.watcher.loop_stop()
-        for vb in self.boards:
-            vb.stop()
-        for _name, p in reversed(self.procs):
-            stop_process(p)
-        if self.broker:
-            self.broker.stop()
+        stop_all(*self.boards, self.bridge, self.intake, self.broker)
 
 
 def press(workdir: Path, dev: str, ms: int = 200) -> int:
@@ -255,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         stack.up()
-    except MosquittoMissing as e:
+    except (MosquittoMissing, StartError) as e:
         say(f"error: {e}")
         stack.down()
         return 1
@@ -267,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     say("Ready. To press a button:")
     say(f"  type its number (1-{len(boards)}) and Enter here, or run `make press DEVICE={boards[0]}` in another terminal")
     say(f"Watch: the intake page {stack.intake_url}/ , and `.venv/bin/baochay-bridge status --config {stack.bridge_conf}`")
-    say(f"Raw signed frames: mosquitto_sub -h 127.0.0.1 -p {stack._broker().port} -u watcher -P {stack.watch_pw} -t '{PREFIX}#' -v")
+    say(f"Raw signed frames: mosquitto_sub -h 127.0.0.1 -p {stack._broker().port} -u watcher -P {stack.watch_pw} -t '{protocol.ALL}' -v")
     say("Ctrl-C stops everything.\n")
     try:
         while True:

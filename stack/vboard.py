@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from .console import Console
-from .procs import stop_process
-
-ROOT = Path(__file__).resolve().parent.parent
+from .procs import Process
 
 
 class VirtualBoard:
@@ -20,7 +16,7 @@ class VirtualBoard:
 
     def __init__(self, flash: Path, device_config: Path | None = None, heap: str | None = None,
                  image: Path | None = None, log: Path | None = None, board: str | None = None,
-                 rom: bool = True):
+                 rom: bool = True, console: type[Console] = Console, name: str | None = None):
         self.flash = Path(flash)
         self.device_config = device_config
         self.heap = heap
@@ -28,9 +24,20 @@ class VirtualBoard:
         self.log = log
         self.board = board
         self.rom = rom  # False: the .mpy modules are loaded into the heap (baochay-vboard --no-rom)
-        self.proc: subprocess.Popen | None = None
+        self.console_type = console  # what start() opens the pty with (the HIL suite's Dut, say)
+        self.name = name
+        self.process: Process | None = None
         self.port: str | None = None
         self.console: Console | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        """The launcher process while it runs."""
+        return self.process.proc if self.process else None
+
+    @property
+    def pid(self) -> int:
+        return self._process().pid
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "provisioning.vboard"]
@@ -51,38 +58,36 @@ class VirtualBoard:
         return cmd
 
     def start(self, wait_boot: bool = True, timeout: float = 20.0) -> VirtualBoard:
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                            cwd=ROOT, env=env)
-        assert proc.stdout is not None and proc.stderr is not None  # both are pipes
-        line = proc.stdout.readline().decode().strip()
-        if not line.startswith("console="):
-            err = proc.stderr.read().decode() if proc.poll() is not None else ""
-            self.stop()
-            raise RuntimeError(f"virtual board did not start: {line!r} {err}")
+        """Start the launcher, open its console and (wait_boot) wait for the firmware's `boot` or
+        `fault` line. The launcher's own output goes to <log>.launcher.log beside the board's log."""
+        launcher_log = self.log.with_name(self.log.stem + ".launcher.log") if self.log else None
+        self.process = Process(self.command(), name=f"virtual board {self.name or self.flash.name}",
+                               log=launcher_log, ready="console=")
+        # generous: the launcher compiles the firmware into its ROM image before it prints the line
+        line = self.process.start(timeout=120)
         self.port = line.split("=", 1)[1]
-        self.console = Console(self.port)
+        con = self.console = self.console_type(self.port, name=self.name)
         if wait_boot:
-            self.console.wait_for(lambda m: m.get("ev") in ("boot", "fault"), timeout)
+            con.wait_for(lambda m: m.get("ev") in ("boot", "fault"), timeout)
         return self
 
     def power_cut(self, wait_boot: bool = True, timeout: float = 20.0) -> None:
         """SIGKILL the firmware; the board comes back on the same flash and the same console."""
         con = self._console()
         mark = con.mark()
-        self._proc().send_signal(signal.SIGUSR1)
+        self._process().signal(signal.SIGUSR1)
         if wait_boot:
             con.wait_for(lambda m: m.get("ev") == "boot", timeout, since=mark)
 
     def kill(self) -> None:
         """SIGKILL the whole board (launcher and firmware) at once."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.process:
+            self.process.kill()
         self._close_console()
 
     def stop(self, timeout: float = 5.0) -> None:
-        stop_process(self.proc, timeout)
+        if self.process:
+            self.process.stop(timeout)
         self._close_console()
 
     def _close_console(self) -> None:
@@ -95,16 +100,15 @@ class VirtualBoard:
 
     def wait_exit(self, timeout: float) -> int | None:
         """The launcher's exit code, or None when it is still running after `timeout`."""
-        proc = self._proc()
-        end = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < end:
-            time.sleep(0.05)
-        return proc.poll()
+        try:
+            return self._process().wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
-    def _proc(self) -> subprocess.Popen:
-        if self.proc is None:
+    def _process(self) -> Process:
+        if self.process is None:
             raise RuntimeError("the virtual board is not started: call start() first")
-        return self.proc
+        return self.process
 
     def _console(self) -> Console:
         if self.console is None:

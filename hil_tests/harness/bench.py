@@ -8,23 +8,22 @@ with its bridge, and talks to the broker the board was provisioned for (--broker
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import threading
-import time
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
-from firmware.protocol import PREFIX
+from stack.bridge import Bridge, intake_bridge_config
 from stack.devices import device_config, write_device
+from stack.intake import Intake
 from stack.mosquitto import Mosquitto
+from stack.observer import Observer
+from stack.procs import stop_all, wait_until
+from stack.vboard import VirtualBoard
 
-from .dut import Dut, open_serial
+from .dut import Dut
 from .rig import Rig, rig_for
-from .system import Bridge, Intake, VirtualBoardProc, new_secret
 
 # Where the virtual boards stand: distinct coordinates, so each incident shows which board raised it.
 SITES = [
@@ -61,68 +60,11 @@ class Board:
     cfg: dict
     dut: Dut
     rig: Rig
-    vboard: VirtualBoardProc | None = None
+    vboard: VirtualBoard | None = None
 
     @property
     def dev(self) -> str:
         return self.cfg["dev"]
-
-
-class Observer:
-    """Reads every device topic from the broker (retained status births included), with arrival times."""
-
-    _ids = itertools.count(1)
-
-    def __init__(self, host: str, port: int, user: str, password: str):
-        self.creds = (host, port, user, password)
-        self.msgs: list[tuple[float, str, bytes, bool]] = []
-        self.cond = threading.Condition()
-        # a persistent session: what is published while the broker is restarting still reaches us
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"hil-observer-{os.getpid()}-{next(self._ids)}",
-                             clean_session=False)
-        self.c.reconnect_delay_set(1, 2)
-        self.c.username_pw_set(user, password)
-        self.c.on_message = self._on_message
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(PREFIX + "#", 1)
-        self.c.connect_async(host, port, keepalive=10)
-        self.c.loop_start()
-
-    def _on_message(self, c, u, m) -> None:
-        with self.cond:
-            self.msgs.append((time.monotonic(), m.topic, m.payload, bool(m.retain)))
-            self.cond.notify_all()
-
-    def wait(self, pred, timeout: float = 20.0, since: int = 0):
-        end = time.monotonic() + timeout
-        with self.cond:
-            i = since
-            while True:
-                while i < len(self.msgs):
-                    if pred(self.msgs[i]):
-                        return self.msgs[i]
-                    i += 1
-                left = end - time.monotonic()
-                if left <= 0:
-                    seen = [(t, p[:100]) for _, t, p, _ in self.msgs[-15:]]
-                    raise AssertionError(f"no matching MQTT message within {timeout:.0f} s; last seen: {seen}")
-                self.cond.wait(left)
-
-    def mark(self) -> int:
-        with self.cond:
-            return len(self.msgs)
-
-    def bodies(self, topic: str, since: int = 0) -> list[dict]:
-        """The JSON bodies seen on one topic (the body line of signed frames)."""
-        with self.cond:
-            return [json.loads(p.split(b"\n", 1)[0]) for _, t, p, _ in self.msgs[since:] if t == topic]
-
-    def another(self) -> Observer:
-        """A second, independent subscriber (e.g. to see what a late subscriber gets)."""
-        return Observer(*self.creds)
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
 
 
 @dataclass
@@ -142,8 +84,8 @@ class Bench:
         return self.board_entry.get("usb") == "pty"
 
     def start(self, *, port: str | None, count: int, broker: str | None, device_config_path: str | None) -> Bench:
-        bridge_user, bridge_pw = "bridge", new_secret()
-        obs_user, obs_pw = "hil-observer", new_secret()
+        bridge_user, bridge_pw = "bridge", secrets.token_urlsafe(18)
+        obs_user, obs_pw = "hil-observer", secrets.token_urlsafe(18)
         if port:
             cfgs = [json.loads(Path(device_config_path).read_text())]
         else:
@@ -167,9 +109,14 @@ class Bench:
                     c["mqtt"]["port"] = self.broker.port
         host, bport = self.broker_addr
         if obs_pw:
-            self.observer = Observer(host, bport, obs_user, obs_pw)
-        self.intake = Intake(self.workdir / "intake").start()
-        self.bridge = Bridge(self.workdir / "bridge", host, bport, bridge_user, bridge_pw, self.intake.url)
+            # a persistent session: what is published while the broker is restarting still reaches it
+            self.observer = Observer(host, bport, obs_user, obs_pw, persistent=True, name="hil-observer")
+        self.intake = Intake(self.workdir / "intake" / "intake.db").start()
+        mqtt = {"host": host, "port": bport, "user": bridge_user, "password": bridge_pw, "keepalive": 10}
+        self.bridge = Bridge(self.workdir / "bridge", intake_bridge_config(
+            "hil", self.workdir / "bridge" / "bridge.db", mqtt, self.intake.url, health_s=5,
+            # short, so a refusing intake ends in `failed` quickly
+            delivery={"max_age_s": 6.0, "backoff_initial_s": 0.2, "backoff_max_s": 1.0, "jitter": 0.2}))
         self.bridge.register(cfgs)
         self.bridge.start()
         if port:
@@ -182,15 +129,17 @@ class Bench:
     def _start_virtual(self, cfg: dict) -> None:
         dev = cfg["dev"]
         path = write_device(cfg, self.workdir / "devices" / dev)
-        vb = VirtualBoardProc(self.workdir / "flash" / dev, path, self.workdir / f"{dev}.board.log", heap=VIRTUAL_HEAP)
-        port = vb.start()
-        dut = Dut(open_serial(port), name=dev)
+        vb = VirtualBoard(self.workdir / "flash" / dev, device_config=path, log=self.workdir / f"{dev}.board.log",
+                          heap=VIRTUAL_HEAP, console=Dut, name=dev)
+        vb.start(wait_boot=False)
+        dut = vb.console
+        assert isinstance(dut, Dut)
         board = Board(cfg, dut, rig_for(self.board_entry, dut, test_rig=True, launcher_pid=lambda: vb.pid), vb)
         self.boards.append(board)
         dut.expect("boot", 60)
 
     def _attach_real(self, port: str, cfg: dict) -> None:
-        dut = Dut(open_serial(port), name=cfg["dev"])
+        dut = Dut(port, name=cfg["dev"])
         rig = rig_for(self.board_entry, dut, test_rig=bool(cfg.get("test_rig")), broker=self.broker)
         self.boards.append(Board(cfg, dut, rig))
         # the board may have booted long ago: reset it so the run starts from a known boot
@@ -199,19 +148,23 @@ class Bench:
         except Exception:
             dut.cmd("status", timeout=10)
 
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait until nothing is in flight: every board's flash outbox is empty (the bridge stored it
+        all) and the bridge has nothing left to deliver. Each scenario starts from here, so what one
+        left on its way (a sensor alarm's incident, a restore) never lands in another, whatever the order."""
+        for b in self.boards:
+            wait_until(lambda b=b: b.dut.cmd("outbox")["ids"] == [], timeout, 0.2, what=f"{b.dev}: outbox empty")
+        if self.bridge:
+            bridge = self.bridge
+            wait_until(lambda: not any(s["backlog"] for s in bridge.status()["sinks"]), timeout, 0.2,
+                       what="bridge: nothing left to deliver")
+
     def stop(self) -> None:
         for b in self.boards:
             b.dut.close()
-            if b.vboard:
-                b.vboard.stop()
         if self.observer:
             self.observer.close()
-        if self.bridge:
-            self.bridge.stop()
-        if self.intake:
-            self.intake.stop()
-        if self.broker:
-            self.broker.stop()
+        stop_all(*(b.vboard for b in self.boards), self.bridge, self.intake, self.broker)
 
     def save_logs(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

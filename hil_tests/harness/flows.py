@@ -30,7 +30,7 @@ def press_alarm(board: Board, ms: int = 150) -> tuple[Msg, float]:
     """Press the call point once; the alarm's `event` line and the time of the press."""
     wait = call_point_ready_in(board)
     if wait:
-        time.sleep(wait)
+        time.sleep(wait)  # a deliberate gap: the firmware's cancel window is a timer with no line of its own
     since = board.dut.mark()
     t0 = time.monotonic()
     board.rig.press(ms)

@@ -11,9 +11,10 @@ _here = str(Path(__file__).resolve().parent)
 if _here not in sys.path:
     sys.path.insert(0, _here)
 
-from bridge_harness import BridgeProc, Fleet  # noqa: E402
+from bridge_harness import Fleet, bridge_for  # noqa: E402
 from fakesink_http import FakeIntake  # noqa: E402
 
+from stack.bridge import Bridge  # noqa: E402
 from stack.mosquitto import Mosquitto  # noqa: E402
 
 
@@ -41,12 +42,10 @@ def intake():
 
 @pytest.fixture
 def make_bridge(tmp_path, broker, intake, fleet):
-    made: list[BridgeProc] = []
+    made: list[Bridge] = []
 
-    def make(**overrides) -> BridgeProc:
-        wd = tmp_path / "bridge"
-        wd.mkdir(exist_ok=True)
-        bp = BridgeProc(wd, broker, intake, **overrides)
+    def make(**overrides) -> Bridge:
+        bp = bridge_for(tmp_path / "bridge", broker, intake, **overrides)
         fleet.register(bp.db)
         made.append(bp)
         return bp

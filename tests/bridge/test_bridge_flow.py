@@ -97,7 +97,7 @@ def test_a_device_cannot_publish_on_another_devices_topic(fleet, broker, make_br
     a = fleet.sim("hn-t-0001", broker).connect()
     victim = "hn-t-0002"
     _pw, victim_key = fleet.devices[victim]
-    from bench.loadgen import AsyncDevice
+    from support.simdevice import AsyncDevice
 
     forged = AsyncDevice(victim, bytes.fromhex(victim_key), broker.host, broker.port, "x")
     eid, frame = forged.make_event("alarm", "button")  # even with the right key, the topic is not a's

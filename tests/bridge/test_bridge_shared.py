@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 import pytest
-from bridge_harness import BridgeProc, Fleet, wait_for
+from bridge_harness import Fleet, bridge_for, wait_for
 from test_bridge_store_deliver import DEV, Clock, Results, ScriptedSink, incoming
 
 from bridge import db
@@ -140,7 +140,7 @@ def test_two_bridges_on_a_shared_subscription_store_and_deliver_each_alarm_once(
         wd = tmp_path / f"bridge-{name}"
         wd.mkdir()
         port = free_port()
-        bp = BridgeProc(wd, broker, intake, bridge_id=f"shared-{name}", db=str(shared_db),
+        bp = bridge_for(wd, broker, intake, bridge_id=f"shared-{name}", db=str(shared_db),
                         mqtt={"shared_group": "baochay-bridges"}, metrics={"host": "127.0.0.1", "port": port})
         bridges.append(bp)
         ports.append(port)

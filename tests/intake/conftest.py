@@ -9,21 +9,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from intake_harness import TOKEN, IntakeProcess  # noqa: E402
+from intake_harness import TOKEN  # noqa: E402
 
 from bridge.sinks.intake_json import IntakeJsonSink  # noqa: E402
+from stack.intake import Intake  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def intake(tmp_path_factory):
-    server = IntakeProcess(tmp_path_factory.mktemp("intake") / "intake.db")
+    server = Intake(tmp_path_factory.mktemp("intake") / "intake.db", token=TOKEN)
     with server:
         yield server
 
 
 @pytest.fixture
 def fresh_intake(tmp_path):
-    server = IntakeProcess(tmp_path / "intake.db")
+    server = Intake(tmp_path / "intake.db", token=TOKEN)
     with server:
         yield server
 
@@ -32,7 +33,7 @@ def fresh_intake(tmp_path):
 def make_sink():
     made = []
 
-    def make(server: IntakeProcess, **options) -> IntakeJsonSink:
+    def make(server: Intake, **options) -> IntakeJsonSink:
         options.setdefault("token", TOKEN)
         options.setdefault("timeout_s", 5)
         sink = IntakeJsonSink("intake-test", server.url, **options)

@@ -1,70 +1,17 @@
-"""The intake reference server as a real subprocess on a loopback port, plus small HTTP helpers."""
+"""Small HTTP helpers and report fixtures for the intake tests; the server itself runs through the
+harness (stack/intake.py)."""
 
 from __future__ import annotations
 
 import http.client
 import json
-import select
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 from bridge.report import Location, Report, Site
-from stack.ports import free_port
-from stack.procs import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token"
-
-
-class IntakeProcess:
-    """One `python -m intake.server` process; start() waits for its `listening on` line."""
-
-    def __init__(self, db: Path, token: str | None = TOKEN, args: tuple[str, ...] = ()) -> None:
-        self.db = db
-        self.token = token
-        self.args = args
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-        self.scheme = "http"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> IntakeProcess:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "intake.server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--db", str(self.db), "--quiet", *self.args]
-        if self.token:
-            cmd += ["--token", self.token]
-        log = open(self.db.with_suffix(".stderr"), "ab")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log)
-        log.close()
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("listening on "):
-            self.stop()
-            raise RuntimeError(f"intake did not start: {line!r}")
-        self.scheme = line.split("://")[0].rsplit(" ", 1)[1]
-        assert line.strip().endswith(f":{self.port}")
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        p, self.proc = self.proc, None
-        if p is None:
-            return
-        stop_process(p, timeout)
-        if p.stdout:
-            p.stdout.close()
-
-    def __enter__(self) -> IntakeProcess:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def call(port: int, method: str, path: str, body: object = None, headers: dict | None = None,
@@ -85,12 +32,6 @@ def call(port: int, method: str, path: str, body: object = None, headers: dict |
         return resp.status, dict(resp.getheaders()), parsed
     finally:
         conn.close()
-
-
-def set_mode(port: int, mode: str, delay_s: float | None = None) -> None:
-    body = {"mode": mode} if delay_s is None else {"mode": mode, "delay_s": delay_s}
-    status, _, answer = call(port, "POST", "/admin/mode", body, token=None)
-    assert status == 200, answer
 
 
 def event_id(device: str = "hn-a-0001") -> str:
@@ -125,12 +66,3 @@ def valid_report_body() -> dict:
         "confidence": 0.8, "reasons": ["obscuration 0.2 dB/m"], "readings": {"obs": 0.2, "t": 31.5},
         "media": [],
     }
-
-
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from intake_harness import IntakeProcess, call, make_report, set_mode
+from intake_harness import TOKEN, call, make_report
+
+from stack.intake import Intake
 
 
 def count(server) -> int:
@@ -12,39 +14,39 @@ def count(server) -> int:
 
 def test_fail_mode_means_retry_then_the_same_report_is_accepted(fresh_intake, make_sink):
     sink = make_sink(fresh_intake)
-    set_mode(fresh_intake.port, "fail")
+    fresh_intake.set_mode("fail")
     report = make_report()
     outcome = sink.send(report)
     assert outcome.status == "retry" and "503" in outcome.detail
-    set_mode(fresh_intake.port, "normal")
+    fresh_intake.set_mode("normal")
     assert sink.send(report).status == "accepted"
     assert count(fresh_intake) == 1
 
 
 def test_stall_means_retry_after_the_sink_timeout_and_nothing_is_created(fresh_intake, make_sink):
     sink = make_sink(fresh_intake, timeout_s=0.5)
-    set_mode(fresh_intake.port, "stall")
+    fresh_intake.set_mode("stall")
     report = make_report()
     outcome = sink.send(report)
     assert outcome.status == "retry" and "no answer within 0.5 s" in outcome.detail
     # The page and health stay up while the API stalls, so an operator can see why.
     status, _, health = call(fresh_intake.port, "GET", "/healthz", token=None)
     assert status == 200 and health["mode"] == "stall"
-    set_mode(fresh_intake.port, "normal")
+    fresh_intake.set_mode("normal")
     assert count(fresh_intake) == 0  # the stalled request was lost, not half-processed
     accepted = sink.send(report)
     assert accepted.status == "accepted" and "replay" not in accepted.detail
 
 
 def test_slow_mode_answers_late_within_the_timeout_and_times_out_beyond_it(fresh_intake, make_sink):
-    set_mode(fresh_intake.port, "slow", delay_s=0.3)
+    fresh_intake.set_mode("slow", delay_s=0.3)
     patient = make_sink(fresh_intake, timeout_s=5)
     assert patient.send(make_report()).status == "accepted"
-    set_mode(fresh_intake.port, "slow", delay_s=3)
+    fresh_intake.set_mode("slow", delay_s=3)
     hasty = make_sink(fresh_intake, timeout_s=0.5)
     report = make_report()
     assert hasty.send(report).status == "retry"
-    set_mode(fresh_intake.port, "normal")
+    fresh_intake.set_mode("normal")
     # The slow request finished on the server after the client gave up; the retry finds it.
     again = hasty.send(report)
     assert again.status == "accepted"
@@ -52,11 +54,11 @@ def test_slow_mode_answers_late_within_the_timeout_and_times_out_beyond_it(fresh
 
 def test_a_lost_answer_is_recovered_by_the_retry_with_the_same_incident(fresh_intake, make_sink):
     sink = make_sink(fresh_intake)
-    set_mode(fresh_intake.port, "drop")
+    fresh_intake.set_mode("drop")
     report = make_report()
     assert sink.send(report).status == "retry"
     assert count(fresh_intake) == 1  # the intake did process it
-    set_mode(fresh_intake.port, "normal")
+    fresh_intake.set_mode("normal")
     again = sink.send(report)
     assert again.status == "accepted" and "replay" in again.detail
     _, _, listing = call(fresh_intake.port, "GET", "/v1/incidents")
@@ -64,7 +66,7 @@ def test_a_lost_answer_is_recovered_by_the_retry_with_the_same_incident(fresh_in
 
 
 def test_the_mode_can_be_set_by_flag_at_start(tmp_path, make_sink):
-    with IntakeProcess(tmp_path / "intake.db", args=("--mode", "fail")) as server:
+    with Intake(tmp_path / "intake.db", token=TOKEN, args=("--mode", "fail")) as server:
         status, headers, body = call(server.port, "POST", "/v1/reports", {}, headers={"Idempotency-Key": "k"})
         assert status == 503 and body["error"] == "unavailable" and headers["Retry-After"] == "1"
         status, _, mode = call(server.port, "GET", "/admin/mode", token=None)

@@ -10,7 +10,8 @@ import time
 import pytest
 from integration.support import Observer, body_of
 
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
+from stack.procs import wait_until
 from stack.vboard import VirtualBoard
 
 
@@ -24,7 +25,7 @@ def verify(frame: bytes, key_hex: str) -> dict:
 def ack(observer, vb, eid, stage, **extra):
     body = json.dumps({"v": 1, "id": eid, "stage": stage, "ts": int(time.time()), **extra}, separators=(",", ":")).encode()
     sig = hmac.new(bytes.fromhex(vb.cfg["key"]), body, hashlib.sha256).hexdigest().encode()
-    observer.publish(f"{PREFIX}{vb.cfg['dev']}/ack", body + b"\n" + sig)
+    observer.publish(protocol.topic(vb.cfg['dev'], "ack"), body + b"\n" + sig)
 
 
 def wait_indicator(vb, state, since=0, timeout=10):
@@ -33,9 +34,9 @@ def wait_indicator(vb, state, since=0, timeout=10):
 
 def test_press_sends_signed_alarm_with_location(make_board, observer):
     vb = make_board("hn-a-0001", lat=21.0285, lon=105.8048, acc=12)
-    observer.wait(lambda m: m[0] == PREFIX + "hn-a-0001/status" and b'"online"' in m[1])
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0001", "status") and b'"online"' in m[1])
     vb.request("press", ms=100)
-    t, frame, _ = observer.wait(lambda m: m[0] == PREFIX + "hn-a-0001/event")
+    t, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0001", "event"))
     ev = verify(frame, vb.cfg["key"])
     assert ev["type"] == "alarm" and ev["cause"] == "button" and ev["dev"] == "hn-a-0001"
     assert ev["id"] == "hn-a-0001-00000001" and ev["ctr"] == 1
@@ -48,10 +49,10 @@ def test_press_sends_signed_alarm_with_location(make_board, observer):
 
 def test_birth_is_retained_with_version_and_board(make_board, broker, observer):
     make_board("hn-a-0002")
-    observer.wait(lambda m: m[0] == PREFIX + "hn-a-0002/status")  # the birth has been published
-    late = Observer(broker, topics=(PREFIX + "+/status",))  # subscribes after the birth
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0002", "status"))  # the birth has been published
+    late = Observer(broker, topics=(protocol.every("status"),))  # subscribes after the birth
     try:
-        t, payload, retained = late.wait(lambda m: m[0] == PREFIX + "hn-a-0002/status")
+        t, payload, retained = late.wait(lambda m: m[0] == protocol.topic("hn-a-0002", "status"))
         birth = json.loads(payload)
         assert retained and birth["state"] == "online" and birth["board"] == "virtual"
         assert birth["fw"] == "0.1.0" and birth["boot"] == 1
@@ -62,7 +63,7 @@ def test_birth_is_retained_with_version_and_board(make_board, broker, observer):
 def test_acks_move_indicator_and_clear_outbox(make_board, observer):
     vb = make_board("hn-a-0003")
     vb.request("press", ms=100)
-    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0003/event"))
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0003", "event"))
     eid = body_of(frame)["id"]
     wait_indicator(vb, "sent")
     assert vb.request("outbox")["ids"] == [eid]
@@ -79,11 +80,11 @@ def test_acks_move_indicator_and_clear_outbox(make_board, observer):
 def test_forged_ack_is_ignored(make_board, observer):
     vb = make_board("hn-a-0004")
     vb.request("press", ms=100)
-    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0004/event"))
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0004", "event"))
     eid = body_of(frame)["id"]
     mark = vb.console.mark()
     body = json.dumps({"v": 1, "id": eid, "stage": "accepted", "incident": "FAKE"}).encode()
-    observer.publish(PREFIX + "hn-a-0004/ack", body + b"\n" + b"0" * 64)
+    observer.publish(protocol.topic("hn-a-0004", "ack"), body + b"\n" + b"0" * 64)
     vb.console.wait_for(lambda m: m.get("ev") == "rejected", 10, since=mark)
     assert vb.request("indicator")["state"] == "sent"
     assert vb.request("outbox")["ids"] == [eid]
@@ -92,7 +93,7 @@ def test_forged_ack_is_ignored(make_board, observer):
 def test_failed_stage_shows_distinctly(make_board, observer):
     vb = make_board("hn-a-0005")
     vb.request("press", ms=100)
-    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0005/event"))
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0005", "event"))
     ack(observer, vb, body_of(frame)["id"], "failed", reason="intake refused")
     wait_indicator(vb, "failed")
 
@@ -103,10 +104,10 @@ def test_alarm_during_broker_outage_arrives_once(make_board, observer, broker):
     vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "down", 30)
     vb.request("press", ms=100)
     vb.console.wait_for(lambda m: m.get("ev") == "event", 5)
-    time.sleep(1)
+    time.sleep(1)  # a deliberate gap: the outage lasts while the board tries to send
     broker.start()
-    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0006/event"), timeout=40)
-    time.sleep(2)
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0006", "event"), timeout=40)
+    time.sleep(2)  # a negative check: a second copy (outbox and client both resending) would come by now
     ids = [body_of(f)["id"] for f in observer.events("hn-a-0006")]
     assert ids == ["hn-a-0006-00000001"]
 
@@ -119,11 +120,11 @@ def test_power_cut_before_delivery_resends_same_event(make_board, observer, brok
     vb.power_cut()  # SIGKILL: nothing but the flash survives
     assert vb.request("status")["boot"] == 2
     broker.start()
-    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0007/event"), timeout=40)
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0007", "event"), timeout=40)
     assert body_of(frame)["id"] == ev["id"]
     # a new event after the reboot continues the counter: no id is ever reused
     vb.request("press", ms=100)
-    observer.wait(lambda m: m[0].endswith("hn-a-0007/event") and body_of(m[1])["ctr"] == 2, timeout=15)
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0007", "event") and body_of(m[1])["ctr"] == 2, timeout=15)
 
 
 def test_whole_board_killed_and_started_again_on_same_flash(make_board, observer, broker):
@@ -136,7 +137,7 @@ def test_whole_board_killed_and_started_again_on_same_flash(make_board, observer
     vb2 = VirtualBoard(vb.flash, log=vb.log)
     try:
         vb2.start()
-        _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0008/event"), timeout=40)
+        _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0008", "event"), timeout=40)
         assert body_of(frame)["id"] == ev["id"]
     finally:
         vb2.stop()
@@ -145,11 +146,11 @@ def test_whole_board_killed_and_started_again_on_same_flash(make_board, observer
 def test_long_hold_after_alarm_sends_cancel(make_board, observer):
     vb = make_board("hn-a-0009", hold_cancel_ms=1000)
     vb.request("press", ms=100)
-    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0009/event"))
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0009", "event"))
     alarm = body_of(frame)
-    time.sleep(0.3)
+    vb.console.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up", 5)  # the first press is over
     vb.request("press", ms=1500)
-    _, frame2, _ = observer.wait(lambda m: m[0].endswith("hn-a-0009/event") and body_of(m[1])["type"] == "cancel")
+    _, frame2, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0009", "event") and body_of(m[1])["type"] == "cancel")
     cancel = verify(frame2, vb.cfg["key"])
     assert cancel["ref"] == alarm["id"] and cancel["ctr"] == alarm["ctr"] + 1
     wait_indicator(vb, "cancelled")
@@ -158,7 +159,7 @@ def test_long_hold_after_alarm_sends_cancel(make_board, observer):
 def test_short_glitch_is_not_a_press(make_board, observer):
     vb = make_board("hn-a-0010")
     vb.request("press", ms=5)  # shorter than the debounce time
-    time.sleep(1)
+    time.sleep(1)  # a negative check: a press would have raised its alarm by now
     assert observer.events("hn-a-0010") == []
     assert vb.request("status")["last_event"] is None
 
@@ -168,10 +169,11 @@ def test_network_loss_then_return_delivers(make_board, observer):
     vb.request("net", up=False)
     vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "down", 10)
     vb.request("press", ms=100)
-    time.sleep(1)
+    vb.console.wait_for(lambda m: m.get("ev") == "event", 5)
+    time.sleep(1)  # a negative check: the alarm is raised, and nothing reaches the broker without a network
     assert observer.events("hn-a-0011") == []
     vb.request("net", up=True)
-    observer.wait(lambda m: m[0].endswith("hn-a-0011/event"), timeout=40)
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0011", "event"), timeout=40)
 
 
 @pytest.mark.parametrize("broken", ["{not json", json.dumps({"dev": "x"}), ""])
@@ -184,7 +186,7 @@ def test_broken_config_is_a_clear_fault_not_a_crash_loop(tmp_path, broken):
         vb.start()
         fault = vb.console.wait_for(lambda m: m.get("ev") == "fault", 10)
         assert fault["cause"] == "config" and "device config" in fault["detail"]
-        time.sleep(1)
+        time.sleep(1)  # a negative check: a crash loop would have rebooted the board by now
         st = vb.request("status")
         assert st["fault"][0] == "config" and st["indicator"] == "fault" and st["boot"] == 1
         assert vb.proc.poll() is None
@@ -197,14 +199,15 @@ def test_scenario_within_64k_data_heap(make_board, observer):
     # flash on an ESP32 with frozen modules); the runtime data on top of it must stay within 64 KB.
     vb = make_board("hn-a-0012", heap="192K", hold_cancel_ms=800)
     for _ in range(3):
+        mark = vb.console.mark()
         vb.request("press", ms=80)
-        time.sleep(0.4)
-    observer.wait(lambda m: m[0].endswith("hn-a-0012/event"))
+        vb.console.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up", 5, since=mark)
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0012", "event"))
     vb.request("press", ms=1200)
-    observer.wait(lambda m: m[0].endswith("hn-a-0012/event") and body_of(m[1])["type"] == "cancel")
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0012", "event") and body_of(m[1])["type"] == "cancel")
     for f in observer.events("hn-a-0012"):
         ack(observer, vb, body_of(f)["id"], "stored")
-    time.sleep(1)
+    wait_until(lambda: vb.request("outbox")["ids"] == [], 10, what="outbox emptied by the acks")
     heap = vb.request("heap")
     assert heap["base"] > 0 and 0 < heap["data_peak"] <= 64 * 1024, heap
     assert heap["peak"] <= 192 * 1024
@@ -222,10 +225,10 @@ PANIC_HEAP = "72K"
 def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, broker):
     vb = make_board("hn-a-0013", heap=PANIC_HEAP, board="virtual-panic", hold_cancel_ms=800)
     assert vb.request("status")["sensors"] == []
-    observer.wait(lambda m: m[0] == PREFIX + "hn-a-0013/status" and b'"online"' in m[1])
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0013", "status") and b'"online"' in m[1])
     # press -> a signed alarm; ack -> the indicator follows
     vb.request("press", ms=80)
-    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0013/event"))
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0013", "event"))
     alarm = verify(frame, vb.cfg["key"])
     vb.console.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up", 5)
     mark = vb.console.mark()
@@ -233,7 +236,7 @@ def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, brok
     wait_indicator(vb, "stored", since=mark)
     # a long hold -> cancel, referring to the alarm
     vb.request("press", ms=1200)
-    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0013/event") and body_of(m[1])["type"] == "cancel")
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0013", "event") and body_of(m[1])["type"] == "cancel")
     assert verify(frame, vb.cfg["key"])["ref"] == alarm["id"]
     ack(observer, vb, body_of(frame)["id"], "stored")
     vb.console.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up" and m["ms"] > 1000, 5)
@@ -244,9 +247,9 @@ def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, brok
     ev = vb.console.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "alarm" and m["id"] != alarm["id"], 5)
     vb.power_cut()
     broker.start()
-    observer.wait(lambda m: m[0].endswith("hn-a-0013/event") and body_of(m[1])["id"] == ev["id"], timeout=40)
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0013", "event") and body_of(m[1])["id"] == ev["id"], timeout=40)
     ack(observer, vb, ev["id"], "stored")
-    time.sleep(1)
+    wait_until(lambda: vb.request("outbox")["ids"] == [], 10, what="outbox emptied by the ack")
     assert [body_of(f)["id"] for f in observer.events("hn-a-0013")].count(ev["id"]) == 1
     heap = vb.request("heap")
     cap = int(PANIC_HEAP[:-1]) * 1024
@@ -259,13 +262,13 @@ def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, brok
 def test_a_full_heap_delays_the_alarm_and_loses_nothing(make_board, observer):
     # A long debounce, so the press's edge comes after the heap is taken, whatever the machine's load.
     vb = make_board("hn-a-0017", heap=PANIC_HEAP, board="virtual-panic", debounce_ms=300)
-    observer.wait(lambda m: m[0] == PREFIX + "hn-a-0017/status" and b'"online"' in m[1])
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0017", "status") and b'"online"' in m[1])
     mark = vb.console.mark()
     vb.console.send({"cmd": "press", "ms": 800})
     vb.console.send({"cmd": "hog", "ms": 1500, "tag": "hog"})
     hog = vb.console.wait_for(lambda m: m.get("re") == "hog", 5, since=mark)
     assert hog["ok"], hog
-    _, frame, _ = observer.wait(lambda m: m[0].endswith("hn-a-0017/event"), timeout=30)
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0017", "event"), timeout=30)
     alarm = verify(frame, vb.cfg["key"])
     assert (alarm["type"], alarm["cause"]) == ("alarm", "button")
     assert alarm["ctr"] == 1, alarm  # the press was owed, not dropped, and its retries used up no numbers
@@ -273,7 +276,7 @@ def test_a_full_heap_delays_the_alarm_and_loses_nothing(make_board, observer):
     wait_indicator(vb, "stored", since=mark)
     heap = vb.request("heap")
     assert heap["lowmem"] >= 1, heap  # the heap was really full while the button was down
-    time.sleep(1)
+    time.sleep(1)  # a negative check: a press counted twice would have sent a second alarm by now
     assert [body_of(f)["type"] for f in observer.events("hn-a-0017")] == ["alarm"]
     assert vb.request("outbox")["ids"] == []
     assert vb.proc.poll() is None
@@ -284,10 +287,10 @@ def test_firmware_in_rom_keeps_its_bytecode_out_of_the_heap(make_board, observer
     in_rom = make_board("hn-a-0015", board="virtual-panic")
     in_heap = make_board("hn-a-0016", board="virtual-panic", rom=False)
     for vb in (in_rom, in_heap):
-        topic = f"{PREFIX}{vb.cfg['dev']}/"
-        observer.wait(lambda m, t=topic: m[0] == t + "status" and b'"online"' in m[1])
+        dev = vb.cfg["dev"]
+        observer.wait(lambda m, d=dev: m[0] == protocol.topic(d, "status") and b'"online"' in m[1])
         vb.request("press", ms=80)
-        observer.wait(lambda m, t=topic: m[0] == t + "event")
+        observer.wait(lambda m, d=dev: m[0] == protocol.topic(d, "event"))
     rom, heap = in_rom.request("heap"), in_heap.request("heap")
     # the panic button's .mpy bytecode is about 25 KB of heap on the unix port (50 vs 75 KB at boot)
     assert heap["base"] - rom["base"] > 10 * 1024, (rom, heap)

@@ -10,7 +10,7 @@ from pathlib import Path
 import littlefs
 from integration.support import body_of
 
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
 from stack.vboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def test_built_image_boots_sends_alarm_and_verifies(tmp_path, broker, observer):
         vb.start()
         vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "connected", 20)
         vb.request("press", ms=100)
-        _, frame, _ = observer.wait(lambda m: m[0] == PREFIX + "img-0001/event", timeout=20)
+        _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("img-0001", "event"), timeout=20)
         ev = body_of(frame)
         assert ev["type"] == "alarm" and ev["loc"]["lat"] == 21.0245 and ev["loc"]["src"] == "fixed"
         vb.console.close()  # free the port for the installer's tool

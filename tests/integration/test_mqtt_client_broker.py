@@ -4,7 +4,6 @@ and against hostile brokers written here (garbage, oversized packets, silence, r
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import socket
 import subprocess
@@ -15,19 +14,20 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
 from provisioning.vboard import micropython_exe
 from stack.mosquitto import Mosquitto
 from stack.ports import free_port
+from stack.procs import Arrivals, Process, wait_until
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "mp_mqtt_driver.py"
 DEV = "mqtt-dev-1"
 DEV_PW = "device-password"
 BRIDGE = ("mqtt-bridge", "bridge-password")
-EVENT = f"{PREFIX}{DEV}/event"
-STATUS = f"{PREFIX}{DEV}/status"
-CMD = f"{PREFIX}{DEV}/cmd"
+EVENT = protocol.topic(DEV, "event")
+STATUS = protocol.topic(DEV, "status")
+CMD = protocol.topic(DEV, "cmd")
 
 
 def micropython() -> str:
@@ -35,50 +35,40 @@ def micropython() -> str:
 
 
 class Driver:
-    """One MicroPython process running the client; its JSON lines are collected by a thread."""
+    """One MicroPython process running the client (through the harness's Process); its JSON lines
+    are its events."""
 
     def __init__(self, port: int, **cfg):
         cfg.setdefault("client_id", DEV)
         cfg["port"] = port
-        self.proc = subprocess.Popen(
-            [micropython(), "-X", "heapsize=512K", str(DRIVER)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-        )
+        self.events: Arrivals[dict] = Arrivals()
+        self._next = 0  # wait() looks only at what came after the last event it returned
+        self.process = Process([micropython(), "-X", "heapsize=512K", str(DRIVER)], name="mqtt driver",
+                               keep=400, on_line=self._line, stdin=True)
+        self.process.start()
         self.send(**cfg)  # the config goes first, on stdin
-        self.events: list[dict] = []
-        self.lines: list[str] = []
-        self._q: queue.Queue = queue.Queue()
-        self._seen = 0
-        threading.Thread(target=self._pump, daemon=True).start()
 
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            try:
-                self._q.put(json.loads(line))
-            except ValueError:
-                pass  # a traceback line: kept in self.lines for the failure message
+    @property
+    def proc(self) -> subprocess.Popen:
+        assert self.process.proc is not None, "the driver has stopped"
+        return self.process.proc
+
+    def _line(self, text: str) -> None:
+        try:
+            self.events.add(json.loads(text))
+        except ValueError:
+            pass  # a traceback line: in the process's tail for the failure message
 
     def wait(self, pred, timeout: float = 10.0) -> dict:
         """The first event, since the last wait(), that satisfies pred."""
-        end = time.monotonic() + timeout
-        while True:
-            while self._seen < len(self.events):
-                ev = self.events[self._seen]
-                self._seen += 1
-                if pred(ev):
-                    return ev
-            left = end - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no matching event within {timeout} s; output:\n{''.join(self.lines)}")
-            try:
-                self.events.append(self._q.get(timeout=left))
-            except queue.Empty:
-                pass
+        found = self.events.first_at(pred, timeout, self._next)
+        if found is None:
+            raise AssertionError(f"no matching event within {timeout} s; output:\n{self.process.tail(400)}")
+        self._next = found[0] + 1
+        return found[1]
 
     def send(self, **cmd) -> None:
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
+        self.process.write(json.dumps(cmd) + "\n")
 
     def stats(self) -> dict:
         self.send(cmd="stats")
@@ -87,12 +77,10 @@ class Driver:
     def disconnect(self) -> None:
         self.send(cmd="disconnect")
         self.wait(lambda e: e["ev"] == "end")
-        self.proc.wait(5)
+        self.process.wait(5)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        self.process.kill()
 
 
 def up(e):
@@ -226,7 +214,7 @@ def test_pending_qos1_survives_a_broker_crash_and_restart(mosq, drivers, bridges
     mosq.proc.send_signal(signal.SIGSTOP)  # frozen: the PUBLISH is written but never acknowledged
     try:
         d.send(cmd="publish", topic=EVENT, payload='{"id":"pending"}', qos=1, tag="p")
-        time.sleep(0.5)
+        time.sleep(0.5)  # a deliberate gap: the PUBLISH reaches the frozen broker, which cannot answer
     finally:
         mosq.proc.send_signal(signal.SIGKILL)
         mosq.proc.wait(5)
@@ -243,13 +231,23 @@ def test_pending_qos1_survives_a_broker_crash_and_restart(mosq, drivers, bridges
 def test_persistent_session_delivers_what_came_while_offline(mosq, drivers, bridges):
     d = drivers(mosq.port, **device_cfg(subscribe=[[CMD, 1]]))
     d.wait(up)
-    time.sleep(0.2)  # let the SUBACK land before going away
-    d.disconnect()
     sender = bridges(mosq, [], client_id="mqtt-test-sender")
+
+    def probe_arrives() -> bool:  # the subscription is in place, so the session holds it
+        sender.c.publish(CMD, b'{"cmd":"probe"}', qos=1).wait_for_publish(5)
+        try:
+            d.wait(lambda e: e["ev"] == "msg" and e["payload"] == '{"cmd":"probe"}', timeout=0.5)
+            return True
+        except AssertionError:
+            return False
+
+    wait_until(probe_arrives, 10, 0, what="the device's subscription in place")
+    d.disconnect()
     sender.c.publish(CMD, b'{"cmd":"identify"}', qos=1).wait_for_publish(5)
     d2 = drivers(mosq.port, **device_cfg(subscribe=[[CMD, 1]]))
-    m = d2.wait(lambda e: e["ev"] == "msg")
-    assert m["topic"] == CMD and m["payload"] == '{"cmd":"identify"}'
+    # a probe still in flight at the disconnect may come first: what matters is the command
+    m = d2.wait(lambda e: e["ev"] == "msg" and e["payload"] == '{"cmd":"identify"}')
+    assert m["topic"] == CMD
 
 
 # ---------------------------------------------------------------- hostile brokers

@@ -4,10 +4,11 @@ pre-alarms and alarms with the readings, GPS changes the location, an unplugged 
 from __future__ import annotations
 
 import json
+import time
 
-from integration.support import body_of
+from integration.support import Observer, body_of
 
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
 
 
 def nmea(body: str) -> str:
@@ -22,7 +23,7 @@ def sensor_events(observer, dev):
 
 
 def wait_event(observer, dev, pred, timeout=60):
-    _, frame, _ = observer.wait(lambda m: m[0] == f"{PREFIX}{dev}/event" and pred(body_of(m[1])), timeout)
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic(dev, "event") and pred(body_of(m[1])), timeout)
     return body_of(frame)
 
 
@@ -48,18 +49,26 @@ def test_smoke_rise_raises_prealarm_then_alarm(make_board, observer):
     assert alarm["data"]["obs"] >= 0.3
 
 
-def test_gps_fix_changes_location_of_next_alarm(make_board, observer):
-    vb = make_board("gps-0001", lat=21.0285, lon=105.8048, cancel_window_s=1)
-    vb.request("press", ms=100)
-    first = wait_event(observer, "gps-0001", lambda e: e["type"] == "alarm")
-    assert first["loc"]["src"] == "fixed"
-    import time
-
-    hms = time.strftime("%H%M%S", time.gmtime())
-    reply = vb.request("nmea", line=nmea(f"GPGGA,{hms}.00,1046.6133,N,10642.0484,E,1,09,0.9,12.0,M,2.0,M,,"))
-    assert reply["valid"] is True, reply  # the firmware parsed the sentence as a fix
-    time.sleep(2.5)
-    vb.request("press", ms=100)  # past the 1 s cancel window: a new alarm
+def test_gps_fix_changes_location_of_next_alarm(make_board, broker, observer):
+    window_s = 1
+    vb = make_board("gps-0001", lat=21.0285, lon=105.8048, cancel_window_s=window_s, telemetry_s=1)
+    telemetry = Observer(broker, topics=(protocol.every("telemetry"),))
+    try:
+        vb.request("press", ms=100)
+        first = wait_event(observer, "gps-0001", lambda e: e["type"] == "alarm")
+        alarm_line = vb.console.find("event", type="alarm")[-1]
+        assert first["loc"]["src"] == "fixed"
+        seen = telemetry.mark()
+        hms = time.strftime("%H%M%S", time.gmtime())
+        reply = vb.request("nmea", line=nmea(f"GPGGA,{hms}.00,1046.6133,N,10642.0484,E,1,09,0.9,12.0,M,2.0,M,,"))
+        assert reply["valid"] is True, reply  # the firmware parsed the sentence as a fix
+        # the board polls its GPS UART on its own schedule: its telemetry says when it has the fix
+        telemetry.wait(lambda m: (json.loads(m[1]).get("r") or {}).get("gps"), 15, since=seen)
+    finally:
+        telemetry.close()
+    # a deliberate gap: a press inside the alarm's cancel window would count towards cancelling it
+    time.sleep(max(0.0, alarm_line.t + window_s + 0.5 - time.monotonic()))
+    vb.request("press", ms=100)  # a new alarm
     second = wait_event(observer, "gps-0001", lambda e: e["ctr"] > first["ctr"] and e["loc"]["src"] == "gps", 30)
     assert abs(second["loc"]["lat"] - 10.776888) < 1e-4 and abs(second["loc"]["lon"] - 106.700807) < 1e-4
     assert second["loc"]["acc"] < 50

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 from integration.support import TEST_USER, Observer, body_of
 
-from bridge.registry import Registry
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
+from stack.bridge import Bridge
 from stack.devices import device_config, write_device
 from stack.mosquitto import Mosquitto
 from stack.tls import make_ca, make_test_pki, pem_to_der
@@ -81,9 +78,9 @@ def mqtt_line(vb, state: str, timeout: float = 20):
 def test_board_with_the_ca_sends_an_alarm_over_tls(tls_board, tls_observer, pki):
     vb = tls_board("tls-a-0001", pki.ca_der())
     mqtt_line(vb, "connected")
-    tls_observer.wait(lambda m: m[0] == PREFIX + "tls-a-0001/status" and b'"online"' in m[1])
+    tls_observer.wait(lambda m: m[0] == protocol.topic("tls-a-0001", "status") and b'"online"' in m[1])
     vb.request("press", ms=100)
-    _, frame, _ = tls_observer.wait(lambda m: m[0] == PREFIX + "tls-a-0001/event")
+    _, frame, _ = tls_observer.wait(lambda m: m[0] == protocol.topic("tls-a-0001", "event"))
     ev = body_of(frame)
     assert ev["type"] == "alarm" and ev["cause"] == "button" and ev["dev"] == "tls-a-0001"
     assert vb.request("status")["mqtt"] == "connected"
@@ -94,7 +91,7 @@ def test_board_accepts_the_ca_as_pem_and_checks_the_host_name(tls_board, tls_obs
     vb = tls_board("tls-a-0002", pki.ca_cert.read_bytes(), host="localhost")
     mqtt_line(vb, "connected")
     vb.request("press", ms=100)
-    tls_observer.wait(lambda m: m[0] == PREFIX + "tls-a-0002/event")
+    tls_observer.wait(lambda m: m[0] == protocol.topic("tls-a-0002", "event"))
 
 
 def test_board_with_a_wrong_ca_never_connects_and_says_why(tls_board, tls_observer, tmp_path):
@@ -103,7 +100,7 @@ def test_board_with_a_wrong_ca_never_connects_and_says_why(tls_board, tls_observ
     down = mqtt_line(vb, "down")
     assert down["detail"].startswith("tls: ") and "not correctly signed by the trusted CA" in down["detail"]
     vb.request("press", ms=100)  # the alarm waits in the outbox; it must not leak to an unverified peer
-    time.sleep(3)  # several reconnect attempts (backoff starts at 0.5 s)
+    time.sleep(3)  # a negative check over several reconnect attempts (backoff starts at 0.5 s)
     assert vb.request("status")["mqtt"] != "connected"
     assert vb.console.find("mqtt", state="connected") == []
     assert tls_observer.events("tls-a-0003") == []
@@ -123,7 +120,7 @@ def test_tls_without_a_ca_refuses_to_connect_unchecked(tls_board, tls_observer):
     mark = vb.console.mark()
     vb.request("press", ms=100)  # the device still alarms locally; the alarm waits in its outbox
     vb.console.wait_for(lambda m: m.get("ev") == "indicator" and m.get("state") == "alarm", 10, since=mark)
-    time.sleep(2)
+    time.sleep(2)  # a negative check over several reconnect attempts
     assert vb.request("status")["mqtt"] != "connected" and tls_observer.events("tls-a-0005") == []
 
 
@@ -131,36 +128,21 @@ def test_tls_insecure_connects_without_a_ca_when_asked_by_name(tls_board, tls_ob
     vb = tls_board("tls-a-0007", None, tls_insecure=True)
     mqtt_line(vb, "connected")
     vb.request("press", ms=100)
-    tls_observer.wait(lambda m: m[0] == PREFIX + "tls-a-0007/event")
+    tls_observer.wait(lambda m: m[0] == protocol.topic("tls-a-0007", "event"))
 
 
 def test_bridge_over_tls_stores_and_acks_a_board_alarm(tls_board, tls_broker, pki, tmp_path):
     vb = tls_board("tls-a-0006", pki.ca_der())
-    db = tmp_path / "bridge" / "bridge.db"
-    db.parent.mkdir()
-    reg = Registry(db)
-    reg.upsert({"id": "tls-a-0006", "key": vb.cfg["key"], "board": "virtual", "building": "Toà A",
-                "address": "1 Tràng Tiền, Hà Nội", "lat": 21.0285, "lon": 105.8048, "acc": 15})
-    reg.close()
-    cfg = {
-        "bridge_id": "tls", "db": str(db),
+    bridge = Bridge(tmp_path / "bridge", {
+        "bridge_id": "tls", "db": str(tmp_path / "bridge" / "bridge.db"),
         "mqtt": {"host": tls_broker.host, "port": tls_broker.tls_port, "user": BRIDGE_USER[0],
                  "password": BRIDGE_USER[1], "tls": True, "ca_file": str(pki.ca_cert), "keepalive": 10},
         "sinks": [{"name": "intake", "type": "accept-all"}],
         "sink_types": {"accept-all": "bench.bridge_throughput:BenchSink"},
-    }
-    cfg_path = tmp_path / "bridge" / "bridge.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    log_path = tmp_path / "bridge" / "bridge.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(cfg_path)], cwd=ROOT,
-                                env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log, stderr=log)
+    })
+    bridge.register([{**vb.cfg, "site": {"building": "Toà A", "address": "1 Tràng Tiền, Hà Nội"}}])
+    bridge.start()
     try:
-        deadline = time.monotonic() + 20
-        while b"bridge ready" not in log_path.read_bytes():
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "bridge not ready over TLS:\n" + log_path.read_text()[-3000:]
-            time.sleep(0.05)
         mqtt_line(vb, "connected")
         mark = vb.console.mark()
         vb.request("press", ms=100)
@@ -168,16 +150,11 @@ def test_bridge_over_tls_stores_and_acks_a_board_alarm(tls_board, tls_broker, pk
         ack = vb.console.wait_for(lambda m: m.get("ev") == "ack" and m.get("stage") == "accepted", 15, since=mark)
         assert ack["incident"] == "INC-" + ack["id"]
         assert vb.request("outbox")["ids"] == []
-        logged = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.startswith("{")]
+        logged = [json.loads(ln) for ln in bridge.log_path.read_text().splitlines() if ln.startswith("{")]
         connected = [r for r in logged if r.get("msg") == "mqtt connected"]
         assert connected and connected[0].get("port") == tls_broker.tls_port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        bridge.stop()
 
 
 def test_provisioned_image_carries_the_ca_and_connects_over_tls(tls_broker, tls_observer, pki, tmp_path):
@@ -204,7 +181,7 @@ def test_provisioned_image_carries_the_ca_and_connects_over_tls(tls_broker, tls_
         vb.start()
         mqtt_line(vb, "connected")
         vb.request("press", ms=100)
-        _, frame, _ = tls_observer.wait(lambda m: m[0] == PREFIX + "tls-img-01/event", timeout=20)
+        _, frame, _ = tls_observer.wait(lambda m: m[0] == protocol.topic("tls-img-01", "event"), timeout=20)
         assert body_of(frame)["type"] == "alarm"
     finally:
         vb.stop()

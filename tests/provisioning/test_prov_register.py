@@ -4,19 +4,19 @@ configuration lets each device log in and publish on its own topics only."""
 import json
 import os
 import queue
-import shutil
 import ssl
-import subprocess
+import threading
 
 import paho.mqtt.client as mqtt
-import pytest
 from prov_helpers import run_cli
 
-from firmware.protocol import PREFIX
+from firmware import protocol_host as protocol
 from provisioning.acl import DEVICE_ACL
 from provisioning.broker import BrokerConfig, write_broker_config
 from stack.mosquitto import find_mosquitto
 from stack.ports import free_port, wait_port
+from stack.procs import Process
+from stack.tls import make_test_pki
 
 
 def test_register_adds_the_device_to_the_bridge_registry_and_broker(tmp_path, make_device, devices_dir):
@@ -46,7 +46,7 @@ def test_register_adds_the_device_to_the_bridge_registry_and_broker(tmp_path, ma
                 "--acl-file", str(tmp_path / "acl"), cwd=tmp_path)
     assert r.returncode == 0 and "already has the device patterns" in r.stdout
     assert len((tmp_path / "passwd").read_text().splitlines()) == 1
-    assert (tmp_path / "acl").read_text().count("pattern write " + PREFIX + "%u/event") == 1
+    assert (tmp_path / "acl").read_text().count("pattern write " + protocol.topic("%u", "event")) == 1
 
 
 def test_broker_config_command_writes_a_complete_configuration(tmp_path):
@@ -65,19 +65,6 @@ def test_broker_config_command_writes_a_complete_configuration(tmp_path):
     assert os.stat(tmp_path / "broker" / "bridge-password").st_mode & 0o077 == 0
     if os.geteuid() != 0:
         assert "sudo chown mosquitto:mosquitto" in r.stdout
-
-
-def _certs(d):
-    if not shutil.which("openssl"):
-        pytest.fail("openssl is needed to make a test CA (apt-get install openssl)")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True, timeout=60)  # noqa: E731
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca")
-    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (d / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.crt", "-days", "1", "-extfile", "ext")
-    return d / "ca.crt", d / "server.crt", d / "server.key"
 
 
 def _client(name, password, port, ca):
@@ -99,7 +86,8 @@ def _connect(c, port):
 
 
 def test_generated_broker_lets_devices_publish_only_on_their_own_topics(tmp_path, make_device, devices_dir):
-    ca, cert, key = _certs(tmp_path)
+    pki = make_test_pki(tmp_path / "pki")
+    ca, cert, key = pki.ca_cert, pki.server_cert, pki.server_key
     tls_port, local_port = free_port(), free_port()
     broker_dir = tmp_path / "broker"
     write_broker_config(BrokerConfig(
@@ -115,8 +103,9 @@ def test_generated_broker_lets_devices_publish_only_on_their_own_topics(tmp_path
     dev1 = json.loads((devices_dir / "hn-a-0001" / "device.json").read_text())
     bridge_pw = (broker_dir / "bridge-password").read_text().strip()
 
-    proc = subprocess.Popen([find_mosquitto(), "-c", str(broker_dir / "mosquitto.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    broker = Process([find_mosquitto(), "-c", str(broker_dir / "mosquitto.conf")], name="mosquitto",
+                     log=tmp_path / "mosquitto.stderr")
+    broker.start()
     clients = []
     try:
         wait_port("127.0.0.1", tls_port, 10)
@@ -125,17 +114,17 @@ def test_generated_broker_lets_devices_publish_only_on_their_own_topics(tmp_path
         clients.append(bridge)
         bridge.on_message = lambda cl, ud, msg: got.put((msg.topic, msg.payload))
         assert _connect(bridge, tls_port) == 0
-        bridge.subscribe(PREFIX + "+/event", qos=1)
+        subscribed = threading.Event()
+        bridge.on_subscribe = lambda *a: subscribed.set()
+        bridge.subscribe(protocol.every("event"), qos=1)
+        assert subscribed.wait(5), "the bridge's subscription was not acknowledged"
 
         device = _client("hn-a-0001", dev1["mqtt"]["password"], tls_port, ca)
         clients.append(device)
         assert _connect(device, tls_port) == 0
-        import time
-
-        time.sleep(0.3)  # let the bridge's SUBACK land
-        device.publish(PREFIX + "hn-a-0002/event", b"spoofed", qos=1).wait_for_publish(5)
-        device.publish(PREFIX + "hn-a-0001/event", b"mine", qos=1).wait_for_publish(5)
-        assert got.get(timeout=5) == (PREFIX + "hn-a-0001/event", b"mine")  # the spoof never arrived first
+        device.publish(protocol.topic("hn-a-0002", "event"), b"spoofed", qos=1).wait_for_publish(5)
+        device.publish(protocol.topic("hn-a-0001", "event"), b"mine", qos=1).wait_for_publish(5)
+        assert got.get(timeout=5) == (protocol.topic("hn-a-0001", "event"), b"mine")  # the spoof never arrived first
         assert got.empty()
 
         intruder = _client("hn-a-0001", "wrong-password", tls_port, ca)
@@ -146,9 +135,4 @@ def test_generated_broker_lets_devices_publish_only_on_their_own_topics(tmp_path
         for c in clients:
             c.loop_stop()
             c.disconnect()
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        broker.stop()

@@ -1,0 +1,1 @@
+"""Test support shared by several suites and the benchmarks: simulated devices (simdevice.py)."""
