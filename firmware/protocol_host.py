@@ -14,11 +14,11 @@ except ImportError:  # beside protocol.py on sys.path (MicroPython, the core tes
 
 DEVICE_KINDS = ("event", "telemetry", "status")  # device -> bridge
 BRIDGE_KINDS = ("ack", "cmd")  # bridge -> device
-BRIDGE_NS = "bridge"  # baochay/v1/bridge/<bridge-id>/(state|health)
+BRIDGE_NS = "bridge"  # PREFIX + "bridge/<bridge-id>/(state|health)"
 
 
 def every(kind):
-    """The subscription filter for one kind from every device, e.g. baochay/v1/+/event."""
+    """The subscription filter for one kind from every device: PREFIX + "+/" + kind."""
     return p.PREFIX + "+/" + kind
 
 
@@ -45,7 +45,7 @@ def valid_id(s):
 
 
 def split_topic(t, kinds=DEVICE_KINDS):
-    """baochay/v1/<id>/<kind> -> (id, kind); Refused("bad-topic") otherwise."""
+    """PREFIX + "<id>/<kind>" -> (id, kind); Refused("bad-topic") otherwise."""
     if isinstance(t, str) and t.startswith(p.PREFIX):
         parts = t[len(p.PREFIX):].split("/")
         if len(parts) == 2 and valid_id(parts[0]) and parts[1] in kinds:
