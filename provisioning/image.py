@@ -25,6 +25,13 @@ FIRMWARE_DIR = ROOT / "firmware"
 DEFAULT_BUILD_DIR = Path("build")
 # MicroPython runs these from source: main.py by name at boot, boot.py before it.
 KEEP_SOURCE = ("main.py", "boot.py")
+# In a device image the compiled modules live in /lib (on MicroPython's sys.path), so the root holds
+# only main.py, boot.py and the configs: LittleFS scans a directory's log on every lookup, and on an
+# ESP32 every flash read stalls the caches of both cores (on the emulated ESP32 it costs ~15 ms).
+LIB = "/lib"
+# Modules only the virtual board or the host loads: left out of a real chip's image.
+HOST_ONLY = ("protocol_host.py", "board/contract.py", "board/filedev.py", "board/vboot.py",
+             "board/virtual.py", "board/virtual_sensors.py")
 MPY_VERSION = "6.3"  # what MicroPython 1.29 loads; mpy-cross 1.29 emits it
 
 
@@ -49,8 +56,15 @@ class BuildResult:
     block_count: int = 0
 
 
-def firmware_sources(firmware_dir: Path = FIRMWARE_DIR) -> list[Path]:
-    return sorted(p for p in Path(firmware_dir).rglob("*.py") if "__pycache__" not in p.parts)
+def firmware_sources(firmware_dir: Path = FIRMWARE_DIR, chip: bool = False) -> list[Path]:
+    firmware_dir = Path(firmware_dir)
+    return sorted(p for p in firmware_dir.rglob("*.py") if "__pycache__" not in p.parts
+                  and not (chip and p.relative_to(firmware_dir).as_posix() in HOST_ONLY))
+
+
+def image_path(f: ImageFile) -> ImageFile:
+    """Where a firmware file goes in a device image: modules under /lib, main.py and boot.py at the root."""
+    return f if f.path.endswith(".py") else ImageFile(LIB + f.path, f.data)
 
 
 def compile_mpy(src: Path, image_name: str) -> bytes:
@@ -65,10 +79,12 @@ def compile_mpy(src: Path, image_name: str) -> bytes:
         return out.read_bytes()
 
 
-def firmware_files(firmware_dir: Path = FIRMWARE_DIR, progress: Progress | None = None) -> list[ImageFile]:
-    """Every firmware module as it goes into the image: .mpy, except main.py/boot.py kept as source."""
+def firmware_files(firmware_dir: Path = FIRMWARE_DIR, progress: Progress | None = None,
+                   chip: bool = False) -> list[ImageFile]:
+    """Every firmware module: .mpy, except main.py/boot.py kept as source. Paths as imported (/app.mpy,
+    /board/esp32.mpy); chip: without the host-only modules, for a real (or emulated) ESP32."""
     firmware_dir = Path(firmware_dir)
-    sources = firmware_sources(firmware_dir)
+    sources = firmware_sources(firmware_dir, chip)
     if not sources:
         raise ImageError(f"{firmware_dir}: no firmware .py files found")
     files = []
@@ -134,9 +150,10 @@ def build(device: dict[str, Any], board: Board, out_dir: Path, firmware_dir: Pat
 
     ca_der: the CA certificate the device checks the broker with, when its config names one (mqtt.ca)."""
     ca = ca_file(device, ca_der)
-    n = len(firmware_sources(firmware_dir))
+    chip = not board.is_virtual
+    n = len(firmware_sources(firmware_dir, chip))
     progress = Progress("compile", n) if show_progress else None
-    files = firmware_files(firmware_dir, progress)
+    files = [image_path(f) for f in firmware_files(firmware_dir, progress, chip)]
     if progress:
         progress.done()
     files.append(ImageFile("/board.json", _json_bytes(board.board_json())))
@@ -179,8 +196,12 @@ def build(device: dict[str, Any], board: Board, out_dir: Path, firmware_dir: Pat
 
 def read_image(image: Path, board: Board) -> dict[str, bytes]:
     """Mount an image with the board's geometry and return {path: bytes} of every file (for checks)."""
+    return read_image_bytes(Path(image).read_bytes(), board)
+
+
+def read_image_bytes(data: bytes, board: Board) -> dict[str, bytes]:
+    """{path: bytes} of every file in a LittleFS image held in memory (a device's partition)."""
     geo = board.filesystem
-    data = Path(image).read_bytes()
     ctx = littlefs.UserContext(buffer=bytearray(data))
     fs = littlefs.LittleFS(context=ctx, block_size=geo.block_size, block_count=geo.block_count,
                            read_size=geo.read_size, prog_size=geo.prog_size, lookahead_size=geo.lookahead)

@@ -40,9 +40,9 @@ def test_built_image_boots_sends_alarm_and_verifies(tmp_path, broker, observer):
     fs = littlefs.LittleFS(block_size=4096, block_count=len(data) // 4096, read_size=32, prog_size=32, lookahead_size=32, mount=False)
     fs.context.buffer[:] = data
     fs.mount()
-    names = set(fs.listdir("/"))
-    assert {"app.mpy", "mqtt.mpy", "main.py", "device.json", "board.json"} <= names
-    assert "app.py" not in names
+    names = set(fs.listdir("/")) | {"lib/" + n for n in fs.listdir("/lib")}
+    assert {"lib/app.mpy", "lib/mqtt.mpy", "main.py", "device.json", "board.json"} <= names
+    assert "app.py" not in names and "lib/app.py" not in names
 
     vb = VirtualBoard(tmp_path / "unused", image=image, log=tmp_path / "img.log")
     try:

@@ -7,7 +7,15 @@ import littlefs
 import pytest
 from prov_helpers import ROOT, micropython, run_cli
 
-from provisioning.image import FIRMWARE_DIR, ImageError, build, firmware_files, read_image
+from provisioning.image import (
+    FIRMWARE_DIR,
+    HOST_ONLY,
+    ImageError,
+    build,
+    firmware_files,
+    image_path,
+    read_image,
+)
 
 FILEDEV_DIR = ROOT / "firmware" / "board"
 
@@ -22,7 +30,7 @@ def mount(image, board):
 def test_image_round_trip_with_the_real_firmware(tmp_path, make_device):
     device, board = make_device()
     r = build(device, board, tmp_path / "out")
-    expected = {f.path: f.data for f in firmware_files(FIRMWARE_DIR)}
+    expected = {image_path(f).path: f.data for f in firmware_files(FIRMWARE_DIR, chip=True)}
     expected["/board.json"] = json.dumps(board.board_json(), separators=(",", ":"), ensure_ascii=False).encode()
     expected["/device.json"] = json.dumps(device, separators=(",", ":"), ensure_ascii=False).encode()
     got = read_image(r.image, board)
@@ -31,6 +39,18 @@ def test_image_round_trip_with_the_real_firmware(tmp_path, make_device):
     mpys = [p for p in got if p.endswith(".mpy")]
     assert mpys and all(got[p][:2] == b"M\x06" for p in mpys)  # .mpy format 6 (MicroPython 1.29)
     assert not [p for p in got if p.endswith(".py") and p not in ("/main.py", "/boot.py")]
+    # modules in /lib, only the entry points and configs at the root (every lookup scans the root)
+    assert sorted(p for p in got if p.count("/") == 1) == ["/board.json", "/boot.py", "/device.json", "/main.py"]
+    assert "/lib/app.mpy" in got and "/lib/board/esp32.mpy" in got
+    # a chip's image leaves out what only the virtual board and the host load
+    for host_only in HOST_ONLY:
+        assert "/lib/" + host_only[:-3] + ".mpy" not in got, host_only
+
+
+def test_a_virtual_boards_image_keeps_the_virtual_board(tmp_path, make_device):
+    device, board = make_device("vb-img-01", board="virtual")
+    got = read_image(build(device, board, tmp_path / "out").image, board)
+    assert "/lib/board/virtual.mpy" in got and "/lib/protocol_host.mpy" in got
 
 
 def test_geometry_equals_the_boards_partition(tmp_path, make_device):
@@ -77,7 +97,7 @@ sys.path.insert(0, {filedev!r})
 from filedev import FileBlockDevice
 dev = FileBlockDevice({image!r})
 vfs.mount(vfs.VfsLfs2(dev, readsize=32, progsize=32, lookahead=32), "/fs")
-sys.path.insert(0, "/fs")
+sys.path.insert(0, "/fs/lib")
 import probe
 from pkg import mod
 print("import", probe.answer(), mod.VALUE)
@@ -101,7 +121,7 @@ def test_micropython_mounts_the_image_imports_mpy_and_writes_back(tmp_path, make
     device, board = make_device()
     r = build(device, board, tmp_path / "out", firmware_dir=small_firmware)
     files = read_image(r.image, board)
-    assert "/probe.mpy" in files and "/probe.py" not in files and "/pkg/mod.mpy" in files
+    assert "/lib/probe.mpy" in files and "/probe.py" not in files and "/lib/pkg/mod.mpy" in files
     script = tmp_path / "mount.py"
     script.write_text(MP_SCRIPT.format(filedev=str(FILEDEV_DIR), image=str(r.image), firmware=str(FIRMWARE_DIR)))
     out = subprocess.run([micropython(), str(script)], capture_output=True, text=True, timeout=60)
@@ -113,7 +133,7 @@ def test_micropython_mounts_the_image_imports_mpy_and_writes_back(tmp_path, make
     after = read_image(r.image, board)
     assert after["/written-by-device.txt"] == b"alarm outbox survives"
     assert after["/outbox/00000001"] == bytes(range(256)) * 40
-    assert after["/probe.mpy"] == files["/probe.mpy"]
+    assert after["/lib/probe.mpy"] == files["/lib/probe.mpy"]
     assert r.image.stat().st_size == board.filesystem.size  # the device never grows the image
 
 
