@@ -100,7 +100,7 @@ class App:
         t = topic(self.dev, "event")
         # Before sensing starts: a detector's config fault is an event, and needs somewhere to go.
         self.delivery = Delivery(self.dev, self.outbox, lambda f: self.mq.publish(t, f, qos=1),
-                                 self.console.emit, self._on_stage)
+                                 self.console.emit, self._on_stage, lambda: self.mq.connected)
         commands.register(self, self.console)
         if self.rig:
             import rig
@@ -314,6 +314,8 @@ class App:
                         await self._telemetry()
             except MemoryError:
                 self._low_memory()
+            except Exception as e:  # a network stack error on the chip (OSError): try again later
+                self.console.emit("net", error=repr(e)[:80])
             await asyncio.sleep_ms(500)
 
     async def _telemetry(self):

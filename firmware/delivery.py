@@ -14,9 +14,11 @@ STAGES_KEPT = 8  # event stages remembered; the active alarm's is the one shown
 
 
 class Delivery:
-    def __init__(self, dev, outbox, publish, emit, on_stage):
+    def __init__(self, dev, outbox, publish, emit, on_stage, online=None):
         """publish(frame) -> awaitable bool (True once the broker took it, QoS 1);
-        emit(ev, **fields) writes a console line; on_stage(eid, stage, incident) hears progress."""
+        emit(ev, **fields) writes a console line; on_stage(eid, stage, incident) hears progress;
+        online() -> bool: whether a publish can succeed now (None: always try)."""
+        self._online = online
         self.dev = dev
         self.outbox = outbox
         self._publish = publish
@@ -70,10 +72,17 @@ class Delivery:
                 self.lowmem += 1  # the events stay queued: tried again on the next wake
                 gc.collect()
 
+    def _offline(self):
+        return self._online is not None and not self._online()
+
     async def send_due(self):
+        if self._offline():  # no flash reads for sends that would fail: the main loop comes first
+            return
         now = ticks_ms()
         sent = False
         for ctr in self.pending():  # one frame in RAM at a time: the outbox may hold many
+            if self._offline():
+                break
             at = self._sent_at.get(ctr)
             if at is not None and ticks_diff(now, at) < ACK_TIMEOUT_MS:
                 continue
@@ -83,6 +92,7 @@ class Delivery:
             ok = await self._publish(f)
             f = None
             sent = True
+            await asyncio.sleep(0)  # a long outbox never holds the main loop (and its watchdog)
             if ok:
                 self._sent_at[ctr] = ticks_ms()
                 if at is None:

@@ -2,11 +2,16 @@
 # hardware watchdog, and the serial console on the USB-UART.
 import asyncio
 import sys
+import time
 
 import esp32
 import machine
 import network
 
+_PULL = {"up": machine.Pin.PULL_UP, "down": machine.Pin.PULL_DOWN, "none": None}
+_ATTEN = {"0db": machine.ADC.ATTN_0DB, "2_5db": machine.ADC.ATTN_2_5DB, "6db": machine.ADC.ATTN_6DB,
+          "11db": machine.ADC.ATTN_11DB}
+NEOPIXEL_ON = (64, 0, 0)  # red at a quarter: bright enough to see, gentle on a battery
 _RESET = {
     machine.PWRON_RESET: "power",
     machine.HARD_RESET: "hard",
@@ -33,6 +38,7 @@ class Board:
         self._button = None
         self._button_active_low = True
         self._led = None
+        self._pixel = None
         self._buzzer = None
         self._wdt = None
         self._wlan = network.WLAN(network.STA_IF)
@@ -47,11 +53,19 @@ class Board:
         self.pins = p = board_cfg.get("pins", {})
         b = p.get("button")
         if b:
-            pull = machine.Pin.PULL_UP if b.get("pull", "up") == "up" else machine.Pin.PULL_DOWN
-            self._button = machine.Pin(b["pin"], machine.Pin.IN, pull)
+            pull = b.get("pull", "up")
+            if pull not in _PULL:
+                raise ValueError("board.json: button pull must be up, down or none, not %r" % pull)
+            # pull none: an external resistor sets the idle level, and a pull-down would fight it
+            self._button = machine.Pin(b["pin"], machine.Pin.IN, _PULL[pull])  # type: ignore[arg-type]  # None: no pull, as MicroPython documents
             self._button_active_low = b.get("active", "low") == "low"
-        if p.get("led"):
-            self._led = (machine.Pin(p["led"]["pin"], machine.Pin.OUT), p["led"].get("active", "high") == "high")
+        led = p.get("led")
+        if led and led.get("kind") == "neopixel":  # the C3/S3 boards' RGB LED: a WS2812, not a plain pin
+            import neopixel
+
+            self._pixel = neopixel.NeoPixel(machine.Pin(led["pin"], machine.Pin.OUT), 1)
+        elif led:
+            self._led = (machine.Pin(led["pin"], machine.Pin.OUT), led.get("active", "high") == "high")
         if p.get("buzzer"):
             self._buzzer = (machine.Pin(p["buzzer"]["pin"], machine.Pin.OUT), p["buzzer"].get("active", "high") == "high")
         self.led(False)
@@ -78,7 +92,11 @@ class Board:
             pair[0].value(1 if on == pair[1] else 0)
 
     def led(self, on):
-        self._out(self._led, on)
+        if self._pixel is not None:
+            self._pixel[0] = NEOPIXEL_ON if on else (0, 0, 0)
+            self._pixel.write()
+        else:
+            self._out(self._led, on)
 
     def buzzer(self, on):
         self._out(self._buzzer, on)
@@ -102,9 +120,11 @@ class Board:
         c = self.pins.get(key)
         if not c:
             return None
+        atten = c.get("atten", "11db")
+        if atten not in _ATTEN:  # a wrong range would misread every sample: refuse, as a sensor fault
+            raise ValueError("board.json: %s atten must be one of %s, not %r" % (key, ",".join(_ATTEN), atten))
         adc = machine.ADC(machine.Pin(c["pin"]))
-        atten = {"0db": machine.ADC.ATTN_0DB, "6db": machine.ADC.ATTN_6DB, "11db": machine.ADC.ATTN_11DB}
-        adc.atten(atten.get(c.get("atten", "11db"), machine.ADC.ATTN_11DB))
+        adc.atten(_ATTEN[atten])
         return adc
 
     def smoke_adc(self):
@@ -122,14 +142,20 @@ class Board:
         return not self._rig_net_down and self._wlan.isconnected()
 
     async def connect_network(self, wifi_cfg):
-        """Bring Wi-Fi up (and keep trying); the MQTT client waits for isconnected()."""
+        """Bring Wi-Fi up (and keep trying); the MQTT client waits for isconnected(). Never raises:
+        on the chip, connect() while a connection is in progress raises OSError (Wi-Fi internal
+        error), and so can active() when the radio is busy."""
         if not wifi_cfg or self._rig_net_down:
             return False
-        self._wlan.active(True)
-        if not self._wlan.isconnected():
-            self._wlan.connect(wifi_cfg["ssid"], wifi_cfg.get("password", ""))
+        w = self._wlan
+        try:
+            w.active(True)
+            if not w.isconnected() and w.status() != network.STAT_CONNECTING:
+                w.connect(wifi_cfg["ssid"], wifi_cfg.get("password", ""))
+        except OSError:
+            pass  # already connecting, or the radio is not ready: wait, and try again next round
         for _ in range(200):
-            if self._wlan.isconnected():
+            if w.isconnected():
                 return True
             await asyncio.sleep_ms(100)
         return False
@@ -141,16 +167,20 @@ class Board:
             return None
 
     def wall_clock_synced(self):
-        return False  # until sync_time() succeeds
+        # The RTC keeps the time across a soft reset and deep sleep; after power-up it counts from
+        # 2000, so a year before the firmware was written means nobody has set it.
+        return time.gmtime()[0] >= 2025
 
     def sync_time(self, server):
+        if server is False:
+            return False  # NTP off (a closed network, as on the emulated board)
         try:
             import ntptime
 
             if server:
                 ntptime.host = server
             ntptime.settime()
-            return True
+            return self.wall_clock_synced()
         except Exception:
             return False
 

@@ -133,3 +133,21 @@ def test_stage_memory_is_bounded_but_keeps_the_active_alarm():
             q.progress("hn-a-0001-%08d" % c, "stored")
         assert len(q._stage) <= dl.STAGES_KEPT + 1
         assert q.stage("hn-a-0001-00000001") == "stored"
+
+
+async def test_offline_it_reads_nothing_from_flash_and_sends_once_back_online():
+    with TempDir() as d:
+        w, who = Wire(), Listener()
+        link = {"up": False}
+        ob = Outbox(d + "/ob", 8)
+        q = dl.Delivery("hn-a-0001", ob, w.publish, who.emit, who.on_stage, lambda: link["up"])
+        for ctr in (1, 2, 3):
+            q.put(ctr, "alarm", b"frame-%d" % ctr)
+        reads = []
+        real_read = ob.read
+        ob.read = lambda ctr: reads.append(ctr) or real_read(ctr)
+        await q.send_due()
+        assert w.frames == [] and reads == []  # the network is down: the flash is not touched
+        link["up"] = True
+        await q.send_due()
+        assert w.frames == [b"frame-1", b"frame-2", b"frame-3"] and reads == [1, 2, 3]
