@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="FILE", help="merged image path (default build/<id>/merged.bin)")
     p.add_argument("--baud", type=int, default=460800)
     p.add_argument("--connect-attempts", type=int, default=7, help="tries to reach the ROM loader (default 7)")
+    p.add_argument("--stub", choices=("esptool", "legacy", "none"), default="esptool",
+                   help="flasher run on the chip: esptool's (default), its legacy one (the emulated ESP32 "
+                        "needs it), or none (the ROM loader alone, slow)")
 
     p = sub.add_parser(
         "verify", help="check a running device over its serial console; exit 0 only when every check passes",
@@ -295,7 +298,8 @@ def cmd_flash(a) -> int:
         flashing.merge(board, r.image, a.firmware, out)
         print(f"merged image {out}: write it at 0x0, e.g. python -m esptool --chip {board.chip} write-flash 0x0 {out}")
         return 0
-    flashing.flash_serial(a.port, board, r.image, a.firmware, baud=a.baud, connect_attempts=a.connect_attempts)
+    flashing.flash_serial(a.port, board, r.image, a.firmware, baud=a.baud, connect_attempts=a.connect_attempts,
+                          stub=a.stub)
     print(f"flashed {device['dev']} on {a.port}; next: verify --device {device['dev']} --port {a.port}")
     return 0
 

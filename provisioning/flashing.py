@@ -21,6 +21,7 @@ from esptool.cmds import (
     run_stub,
     write_flash,
 )
+from esptool.loader import StubFlasher
 
 from .boards import ESPTOOL_CHIP_NAMES, Board
 from .errors import ProvisionError
@@ -29,6 +30,10 @@ from .serialport import check_port
 
 DEFAULT_VBOARDS_DIR = Path("var") / "vboards"
 DEFAULT_BAUD = 460800
+# Which flasher runs on the chip once the ROM loader answers: esptool's own stub (fast; the default),
+# its legacy stub (esptool 4's, needed where the new one never reports ready, as on Espressif's
+# emulated ESP32), or none (the ROM loader itself: slow, about 7 KB/s, but needs nothing loaded).
+STUBS = ("esptool", "legacy", "none")
 
 
 class FlashError(ProvisionError):
@@ -80,9 +85,20 @@ def _plan(board: Board, image: Path, firmware: Path | None) -> list[tuple[int, s
     return plan
 
 
-def identify(port: str, board: Board, baud: int = 115200, connect_attempts: int = 7):
+def _load_stub(esp, stub: str):
+    if stub not in STUBS:
+        raise FlashError(f"unknown stub '{stub}': choose one of {', '.join(STUBS)}")
+    if stub == "none":
+        return esp
+    StubFlasher.set_stub_subdir("1" if stub == "legacy" else "2")
+    return run_stub(esp)
+
+
+def identify(port: str, board: Board, baud: int = 115200, connect_attempts: int = 7, stub: str = "esptool"):
     """Connect to the ROM loader; return (esp, chip_name, flash_size) after checking them against the board."""
     check_port(port)
+    if stub not in STUBS:
+        raise FlashError(f"unknown stub '{stub}': choose one of {', '.join(STUBS)}")
     try:
         esp = detect_chip(port, baud=baud, connect_attempts=connect_attempts)
     except FatalError as e:
@@ -92,7 +108,7 @@ def identify(port: str, board: Board, baud: int = 115200, connect_attempts: int 
         raise FlashError(f"serial error on {port}: {e}") from None
     try:
         chip_name = esp.CHIP_NAME
-        esp = run_stub(esp)
+        esp = _load_stub(esp, stub)
         flash_size = detect_flash_size(esp)
         check_chip(board, chip_name, flash_size)
     except BaseException:
@@ -102,11 +118,11 @@ def identify(port: str, board: Board, baud: int = 115200, connect_attempts: int 
 
 
 def flash_serial(port: str, board: Board, image: Path, firmware: Path | None = None,
-                 baud: int = DEFAULT_BAUD, connect_attempts: int = 7) -> None:
+                 baud: int = DEFAULT_BAUD, connect_attempts: int = 7, stub: str = "esptool") -> None:
     plan = _plan(board, image, firmware)
-    esp, _chip, _size = identify(port, board, connect_attempts=connect_attempts)
+    esp, _chip, _size = identify(port, board, connect_attempts=connect_attempts, stub=stub)
     try:
-        if baud != 115200:
+        if baud != 115200 and "://" not in port:  # a socket has no baud rate to raise
             esp.change_baud(baud)
         attach_flash(esp)
         write_flash(esp, plan)  # esptool prints its own progress per region and verifies the hash
