@@ -1,0 +1,145 @@
+"""The installer's image on an emulated ESP32 (Espressif's QEMU, stock MicroPython 1.24): boot, Wi-Fi,
+alarm to the 114 intake and back, outage, power cut, watchdog. One board is booted for the module and
+goes through the scenarios in order (a boot costs about half a minute of one core). Skips, with how to
+install the emulator, where there is none."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from firmware import protocol_host as protocol
+from stack.chip import ChipSystem
+from stack.esp32_qemu import EmulatorMissing, find_emulator
+from stack.observer import Observer
+from stack.procs import wait_until
+
+DEV = "qemu-chip-01"
+
+
+def body_of(frame: bytes) -> dict:
+    return json.loads(bytes(frame).split(b"\n", 1)[0])
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    try:
+        return find_emulator()
+    except EmulatorMissing as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def system(emulator, tmp_path_factory):
+    """Broker, 114 intake and bridge on loopback; one device provisioned for esp32-devkitc, written by
+    the installer's `flash` over the emulated ROM loader, whose broker address the emulator forwards
+    to the test's broker and nowhere else."""
+    chip = ChipSystem(tmp_path_factory.mktemp("chip"), DEV, emulator=emulator)
+    try:
+        chip.up()
+        yield chip.stack, chip.board, chip.observer, chip
+    finally:
+        chip.down()
+
+
+def press(board, ms: int) -> int:
+    """A rig press, waited out: the next one must not land while this one is still down (a flash write
+    on the emulator takes long enough to stretch a short press)."""
+    mark = board.console.mark()
+    board.request("press", ms=ms, timeout=15)
+    board.console.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up", 60, since=mark)
+    return mark
+
+
+def events(obs: Observer, type_: str | None = None) -> list[dict]:
+    t = protocol.topic(DEV, "event")
+    out = [body_of(m.payload) for m in list(obs.msgs) if m.topic == t]
+    return [b for b in out if type_ is None or b["type"] == type_]
+
+
+def test_the_installers_flash_writes_the_image_over_the_rom_loader(system):
+    st, board, obs, chip = system
+    out = chip.flash_output
+    assert "Hash of data verified" in out and f"flashed {DEV}" in out
+    assert chip.flash_identical, "what esptool wrote differs from the image of flash --merge"
+
+
+def test_boots_the_installers_image_and_comes_online_over_wifi(system):
+    st, board, obs, chip = system
+    boot = board.console.wait_for(lambda m: m.get("ev") == "boot", 5)
+    assert (boot["dev"], boot["board"], boot["reset_cause"]) == (DEV, "esp32-devkitc", "power")
+    board.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "connected", 90)
+    birth = obs.wait(lambda m: m.topic == protocol.topic(DEV, "status") and b'"online"' in m.payload, 30)
+    assert json.loads(birth.payload)["board"] == "esp32-devkitc"
+    status = board.request("status", timeout=15)
+    assert status["net"] is True and status["mqtt"] == "connected" and status["test_rig"] is True
+    # what the chip wrote is on its flash, read back from the emulator's flash file
+    files = board.files()
+    assert "/device.json" in files and "/lib/app.mpy" in files
+
+
+def test_press_reaches_114_and_the_incident_id_comes_back_to_the_chip(system):
+    st, board, obs, chip = system
+    mark = press(board, 100)
+    ev = board.console.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "alarm", 20, since=mark)
+    acked = board.console.wait_for(lambda m: m.get("ev") == "ack" and m.get("id") == ev["id"]
+                                   and m.get("stage") == "accepted", 60, since=mark)
+    assert acked["incident"]
+    ind = board.request("indicator", timeout=15)
+    assert (ind["state"], ind["event"], ind["incident"]) == ("accepted", ev["id"], acked["incident"])
+    alarm = [b for b in events(obs, "alarm") if b["id"] == ev["id"]]
+    assert len(alarm) == 1 and alarm[0]["cause"] == "button" and alarm[0]["loc"]["src"] == "fixed"
+    wait_until(lambda: board.request("outbox", timeout=60)["ids"] == [], 30, what="the chip's outbox emptied")
+
+
+def test_a_long_hold_cancels_the_alarm(system):
+    st, board, obs, chip = system
+    alarm_id = board.request("indicator", timeout=15)["event"]
+    mark = press(board, 3800)
+    ev = board.console.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "cancel", 30, since=mark)
+    obs.wait(lambda m: m.topic == protocol.topic(DEV, "event") and body_of(m.payload)["id"] == ev["id"], 30)
+    cancel = [b for b in events(obs, "cancel") if b["id"] == ev["id"]][0]
+    assert cancel["ref"] == alarm_id
+
+
+def test_broker_outage_presses_wait_in_flash_and_arrive_once_in_order(system):
+    st, board, obs, chip = system
+    broker = st._broker()
+    mark = board.console.mark()
+    broker.stop()
+    board.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "down", 60, since=mark)
+    ids = []
+    for _ in range(2):
+        m2 = press(board, 100)
+        ids.append(board.console.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "alarm", 20,
+                                          since=m2)["id"])
+        press(board, 3800)  # cancel it, so the next press is a new alarm
+        board.console.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "cancel", 30, since=m2)
+    queued = board.request("outbox", timeout=15)["ids"]
+    assert set(ids) <= set(queued) and len(queued) >= 4, queued
+    # the power goes while the events wait: they are on the chip's flash, not in RAM
+    board.power_cut()
+    on_flash = [p for p in board.files() if p.startswith("/outbox/")]
+    assert len(on_flash) >= 4, on_flash
+    mark = board.console.mark()
+    broker.start()
+    for eid in queued:  # each one stored by the bridge, which the chip hears as its ack
+        board.console.wait_for(lambda m, e=eid: m.get("ev") == "ack" and m.get("id") == e
+                               and m.get("stage") == "stored", 120, since=mark)
+    left = board.request("outbox", timeout=60)["ids"]  # (the sensor faults of the new boot may still be going)
+    assert not set(left) & set(queued), left
+    sent = [b["id"] for b in events(obs)]
+    for eid in queued:
+        assert sent.count(eid) == 1, (eid, sent)
+    assert [i for i in sent if i in queued] == sorted(queued, key=protocol.ctr_of)
+
+
+def test_a_hung_main_loop_is_reset_by_the_hardware_watchdog(system):
+    st, board, obs, chip = system
+    mark = board.console.mark()
+    board.console.send({"cmd": "hang"})
+    boot = board.console.wait_for(lambda m: m.get("ev") == "boot", 120, since=mark)
+    assert boot["reset_cause"] == "wdt", boot
+    obs.wait(lambda m: m.topic == protocol.topic(DEV, "event") and body_of(m.payload)["type"] == "fault"
+             and body_of(m.payload)["cause"] == "watchdog", 120)
