@@ -12,7 +12,7 @@ BROKER ?=
 DEVICE ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup mosquitto test lint run press hil flash bench clean help
+.PHONY: setup mosquitto emulator-libs test lint run press hil flash bench clean help
 
 help:
 	@echo "make run     start broker, bridge, 114 reference intake and three virtual boards"
@@ -21,10 +21,11 @@ help:
 	@echo "make lint    ruff, mypy, type check of firmware/ against the ESP32 stubs, mpy-cross compile, architecture rules"
 	@echo "make hil     hardware-in-the-loop suite on virtual boards"
 	@echo "make hil PORT=/dev/ttyUSB0 BOARD=esp32-devkitc DEVICE=<id> BROKER=<host:port>   ... on a real board"
+	@echo "make hil BOARD=esp32-qemu   ... on the emulated ESP32 (the installer's image; minutes)"
 	@echo "make flash PORT=/dev/ttyUSB0 DEVICE=<id>   build and flash one provisioned device"
 	@echo "make bench   benchmarks; figures go to the terminal (see docs/performance.md)"
 
-setup: $(STAMP) mosquitto
+setup: $(STAMP) mosquitto emulator-libs
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; install Python 3.10+"; exit 1; }
@@ -38,6 +39,9 @@ $(STAMP): pyproject.toml
 
 mosquitto:
 	@bash scripts/ensure-mosquitto.sh
+
+emulator-libs:
+	@bash scripts/ensure-emulator-libs.sh
 
 test: setup
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -65,7 +69,7 @@ press: setup
 hil: setup
 	@if [ -n "$(PORT)" ] && { [ -z "$(DEVICE)" ] || [ -z "$(BROKER)" ]; }; then \
 	  echo "usage: make hil PORT=/dev/ttyUSB0 BOARD=esp32-devkitc DEVICE=<provisioned id> BROKER=<host:port the board reaches>"; exit 2; fi
-	@$(BIN)/python -m pytest hil_tests $(if $(PORT),--port $(PORT) --board $(BOARD) --device-config var/devices/$(DEVICE)/device.json --broker $(BROKER),) --results results/hil $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest hil_tests $(if $(PORT),--port $(PORT) --board $(BOARD) --device-config var/devices/$(DEVICE)/device.json --broker $(BROKER),$(if $(BOARD),--board $(BOARD),)) --results results/hil $(PYTEST_ARGS)
 
 flash: setup
 	@test -n "$(PORT)" -a -n "$(DEVICE)" || { echo "usage: make flash PORT=/dev/ttyUSB0 DEVICE=<device id>"; exit 2; }

@@ -39,8 +39,17 @@ def pytest_addoption(parser):
 
 
 def _board_entry(name: str) -> dict:
+    from hil_tests.harness.bench import EMULATED, EMULATED_BOARD
     from provisioning.boards import BoardError, get_board
 
+    if name == EMULATED:
+        from stack.esp32_qemu import EmulatorMissing, find_emulator
+
+        try:
+            find_emulator()
+        except EmulatorMissing as e:
+            pytest.skip(str(e))
+        return dict(get_board(EMULATED_BOARD).board_json(), usb="emulated")
     try:
         return get_board(name).board_json()
     except BoardError as e:
@@ -73,7 +82,7 @@ def bench(request, tmp_path_factory) -> Bench:
     entry = _board_entry(board_name)
     if port and entry.get("usb") == "pty":
         raise pytest.UsageError("--port is for a real board: give its --board (e.g. esp32-devkitc)")
-    if not port and entry.get("usb") != "pty":
+    if not port and entry.get("usb") not in ("pty", "emulated"):
         raise pytest.UsageError(f"board {board_name!r} is a real board: give its serial --port")
     if port and not cfg.getoption("--device-config"):
         raise pytest.UsageError("--port needs --device-config: the device.json the board was provisioned with")

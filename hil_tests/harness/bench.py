@@ -16,6 +16,7 @@ from pathlib import Path
 
 from stack.bridge import Bridge, intake_bridge_config
 from stack.devices import device_config, write_device
+from stack.esp32_qemu import EmulatedBoard
 from stack.intake import Intake
 from stack.mosquitto import Mosquitto
 from stack.observer import Observer
@@ -23,7 +24,10 @@ from stack.procs import stop_all, wait_until
 from stack.vboard import VirtualBoard
 
 from .dut import Dut
-from .rig import Rig, rig_for
+from .rig import EmulatedRig, Rig, rig_for
+
+EMULATED = "esp32-qemu"  # --board: the installer's esp32-devkitc image on the emulated ESP32
+EMULATED_BOARD = "esp32-devkitc"
 
 # Where the virtual boards stand: distinct coordinates, so each incident shows which board raised it.
 SITES = [
@@ -60,7 +64,7 @@ class Board:
     cfg: dict
     dut: Dut
     rig: Rig
-    vboard: VirtualBoard | None = None
+    vboard: VirtualBoard | EmulatedBoard | None = None
 
     @property
     def dev(self) -> str:
@@ -83,11 +87,18 @@ class Bench:
     def virtual(self) -> bool:
         return self.board_entry.get("usb") == "pty"
 
+    @property
+    def emulated(self) -> bool:
+        return self.board_name == EMULATED
+
     def start(self, *, port: str | None, count: int, broker: str | None, device_config_path: str | None) -> Bench:
         bridge_user, bridge_pw = "bridge", secrets.token_urlsafe(18)
         obs_user, obs_pw = "hil-observer", secrets.token_urlsafe(18)
         if port:
             cfgs = [json.loads(Path(device_config_path).read_text())]
+        elif self.emulated:
+            cfgs = []  # provisioned once the broker's port is known (it goes into the image)
+            count = 1
         else:
             cfgs = [virtual_device(f"hil-v-{i + 1:02d}", 0, i) for i in range(count)]
         if broker:
@@ -104,6 +115,8 @@ class Bench:
                                     observer_users=(obs_user,))
             self.broker.start()
             self.broker_addr = (self.broker.host, self.broker.port)
+            if self.emulated:
+                cfgs = [self._provision_emulated()]
             for c in cfgs:
                 if not port:
                     c["mqtt"]["port"] = self.broker.port
@@ -117,10 +130,12 @@ class Bench:
             "hil", self.workdir / "bridge" / "bridge.db", mqtt, self.intake.url, health_s=5,
             # short, so a refusing intake ends in `failed` quickly
             delivery={"max_age_s": 6.0, "backoff_initial_s": 0.2, "backoff_max_s": 1.0, "jitter": 0.2}))
-        self.bridge.register(cfgs)
+        self.bridge.register(cfgs, board=EMULATED_BOARD if self.emulated else None)
         self.bridge.start()
         if port:
             self._attach_real(port, cfgs[0])
+        elif self.emulated:
+            self._start_emulated(cfgs[0])
         else:
             for c in cfgs:
                 self._start_virtual(c)
@@ -137,6 +152,34 @@ class Bench:
         board = Board(cfg, dut, rig_for(self.board_entry, dut, test_rig=True, launcher_pid=lambda: vb.pid), vb)
         self.boards.append(board)
         dut.expect("boot", 60)
+
+    def _provision_emulated(self) -> dict:
+        from stack.esp32_qemu import find_emulator, provision
+
+        assert self.broker is not None
+        self.emulator = find_emulator()
+        dev = "hil-q-01"
+        lat, lon, _, _ = SITES[0]
+        cfg, self._merged = provision(
+            self.workdir / "devices", dev, self.broker.port, self.workdir / "image", self.emulator,
+            lat=lat, lon=lon, telemetry_s=5, hold_cancel_ms=1500, cancel_window_s=6, sample_s=1,
+            detect={"smoke": {"persist_s": 2}})
+        self.broker.add_user(dev, cfg["mqtt"]["password"])
+        self.broker.reload()
+        return cfg
+
+    def _start_emulated(self, cfg: dict) -> None:
+        assert self.broker is not None
+        flash = self.workdir / "flash.bin"
+        flash.write_bytes(self._merged.read_bytes())
+        eb = EmulatedBoard(flash, emulator=self.emulator, forwards=(self.broker.port,),
+                           log=self.workdir / f"{cfg['dev']}.qemu.log", name=cfg["dev"], console=Dut,
+                           board=EMULATED_BOARD)
+        eb.start(wait_boot=False)
+        dut = eb.console
+        assert isinstance(dut, Dut)
+        self.boards.append(Board(cfg, dut, EmulatedRig(dut, lambda: eb.power_cut(wait_boot=False)), eb))
+        dut.expect("boot", 120)
 
     def _attach_real(self, port: str, cfg: dict) -> None:
         dut = Dut(port, name=cfg["dev"])

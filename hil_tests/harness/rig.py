@@ -24,6 +24,7 @@ from .dut import Dut
 LINE_GAP_S = 0.05  # space DTR/RTS changes tens of ms apart
 RESET_HOLD_S = 0.1  # EN low long enough for a clean reset
 BOOT_TIMEOUT_S = 30.0
+EMULATED_BOOT_TIMEOUT_S = 120.0  # the emulated ESP32 loads the firmware in about half a minute of CPU
 
 
 class RigUnavailable(Exception):
@@ -190,6 +191,34 @@ class SerialLineRig(BrokerNetwork, Rig):
         self.lines.reset()
         return self.dut.expect("boot", BOOT_TIMEOUT_S, since=since)
 
+
+
+class EmulatedRig(Rig):
+    """The emulated ESP32 (stack/esp32_qemu.py): the button through the test rig's console press (the
+    emulator has no switch to close), the network held down by the board's own Wi-Fi code (console
+    `net`), reset = console reboot (machine.reset), power cut = QEMU killed and booted on the same flash."""
+
+    kind = "emulated ESP32"
+
+    def __init__(self, dut: Dut, power_cut: Callable[[], None]):
+        super().__init__(dut, test_rig=True)
+        self._power_cut = power_cut
+
+    def power_cut(self) -> dict:
+        since = self.dut.mark()
+        self._power_cut()
+        return self.dut.expect("boot", EMULATED_BOOT_TIMEOUT_S, since=since)
+
+    def reset(self) -> dict:
+        since = self.dut.mark()
+        self.dut.cmd("reboot")
+        return self.dut.expect("boot", EMULATED_BOOT_TIMEOUT_S, since=since)
+
+    def network_down(self) -> None:
+        self.dut.cmd("net", up=False)
+
+    def network_up(self) -> None:
+        self.dut.cmd("net", up=True)
 
 
 class ConsoleRig(BrokerNetwork, Rig):
