@@ -92,6 +92,48 @@ def scenario(heap: str, board: str = "virtual") -> dict:
             s.down()
 
 
+def chip_scenario(board: str, dev: str, presses: int = 3) -> dict:
+    """The same presses on the emulated ESP32 (32-bit, no PSRAM, .mpy from LittleFS as a stock build
+    loads them): the installer's image for `board`, with the whole system behind it."""
+    from stack.chip import ChipSystem
+
+    with tempfile.TemporaryDirectory() as tmp:
+        chip = ChipSystem(Path(tmp), dev, board=board, via_rom_loader=False)
+        try:
+            chip.up()
+            b = chip.board
+            assert b is not None and b.console is not None
+            con = b.console
+            at_boot = b.request("heap", timeout=60)
+            con.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "connected", 120)
+            online = b.request("heap", timeout=60)
+            for _ in range(presses):
+                mark = con.mark()
+                b.request("press", ms=80, timeout=60)
+                con.wait_for(lambda m: m.get("ev") == "ack" and m.get("stage") == "accepted", 120, since=mark)
+                con.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up", 60, since=mark)
+                mark = con.mark()
+                b.request("press", ms=3500, timeout=60)  # a long hold cancels it
+                con.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "cancel", 60, since=mark)
+                con.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up", 60, since=mark)
+            if not presses:
+                time.sleep(20)  # online and idle: telemetry, keepalives
+            end = b.request("heap", timeout=60)
+            return dict(end, online=online["alloc"], boot_free=at_boot["free"], boot_alloc=at_boot["alloc"])
+        finally:
+            chip.down()
+
+
+def report_chip(h: dict) -> None:
+    print(f"  heap at boot: live {h['boot_alloc'] / 1024:6.1f} KB, free {h['boot_free'] / 1024:.1f} KB "
+          f"(of {(h['boot_alloc'] + h['boot_free']) / 1024:.0f} KB)")
+    print(f"  firmware state at start (base){h['base'] / 1024:6.1f} KB   (bytecode in the heap: no ROMFS in 1.24)")
+    print(f"  live once online              {h['online'] / 1024:6.1f} KB")
+    print(f"  sampled peak                  {h['peak'] / 1024:6.1f} KB")
+    print(f"  live after the scenario       {h['alloc'] / 1024:6.1f} KB, free {h['free'] / 1024:.1f} KB")
+    print(f"  memory errors ridden out      {h['lowmem']:6d}")
+
+
 def report(h: dict) -> None:
     print(f"  firmware state at boot (base) {h['base'] / 1024:6.1f} KB   (modules in ROM: bytecode not counted)")
     print(f"  live once online              {h['online'] / 1024:6.1f} KB")
@@ -106,7 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heap", default="192K", help="GC heap cap of the board with sensors (default 192K)")
     ap.add_argument("--panic-heap", default="72K", help="GC heap cap of the panic button (default 72K, "
                     "the 64 KB target plus the module split measured on this port)")
+    ap.add_argument("--esp32", action="store_true", help="also on the emulated ESP32 (a few minutes)")
+    ap.add_argument("--esp32-only", action="store_true", help="only on the emulated ESP32")
     args = ap.parse_args(argv)
+    if args.esp32 or args.esp32_only:
+        from stack.esp32_qemu import EmulatorMissing, find_emulator
+
+        try:
+            find_emulator()
+        except EmulatorMissing as e:
+            print(f"emulated ESP32: skipped: {e}")
+            args.esp32 = args.esp32_only = False
+    if args.esp32_only:
+        return run_chip()
     print("firmware heap: import cost per module (KB, MicroPython unix port, .mpy loaded into the heap)")
     costs = import_costs()
     for name, b in costs:
@@ -120,6 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"board with sensors (virtual) under -X heapsize={args.heap}: 5 presses with cancels, heat, smoke, "
           "GPS, telemetry")
     report(h)
+    return run_chip() if args.esp32 else 0
+
+
+def run_chip() -> int:
+    # The panic board's call point is on GPIO27, which the emulator reads as low (pressed) whatever
+    # the pull-up: it is measured online and idle; the sensor board (button on GPIO0) goes through presses.
+    for board, dev, presses, what in (("esp32-panic-battery", "bench-chip-panic", 0, "panic button"),
+                                      ("esp32-devkitc", "bench-chip-sensor", 3, "sensor board")):
+        h = chip_scenario(board, dev, presses)
+        scenario_text = (f"{presses} presses, each accepted by 114 and cancelled" if presses
+                         else "boot, online, 20 s idle")
+        print(f"{what} ({board}) on the emulated ESP32: {scenario_text}")
+        report_chip(h)
     return 0
 
 
