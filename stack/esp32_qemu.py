@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -321,8 +320,7 @@ class DownloadMode:
 
     def __exit__(self, *exc: object) -> None:
         if self.process:
-            self.process.signal(signal.SIGTERM)  # QEMU writes the flash file back as it quits
-            self.process.stop(timeout=20)
+            self.process.stop(timeout=20)  # SIGTERM: QEMU quits cleanly, the flash file written
             self.process = None
 
 
