@@ -56,10 +56,22 @@ class BuildResult:
     block_count: int = 0
 
 
-def firmware_sources(firmware_dir: Path = FIRMWARE_DIR, chip: bool = False) -> list[Path]:
+SIMULATED_SENSORS = "board/virtual_sensors.py"  # kept in a chip's image provisioned with rig_sensors: simulated
+
+
+def firmware_sources(firmware_dir: Path = FIRMWARE_DIR, chip: bool = False,
+                     keep: tuple[str, ...] = ()) -> list[Path]:
+    """The firmware's .py files; chip: without HOST_ONLY, except those in `keep`."""
     firmware_dir = Path(firmware_dir)
+    leave_out = set(HOST_ONLY) - set(keep) if chip else set()
     return sorted(p for p in firmware_dir.rglob("*.py") if "__pycache__" not in p.parts
-                  and not (chip and p.relative_to(firmware_dir).as_posix() in HOST_ONLY))
+                  and p.relative_to(firmware_dir).as_posix() not in leave_out)
+
+
+def kept_modules(device: dict[str, Any]) -> tuple[str, ...]:
+    """Host-only modules a device still needs: the simulated sensors of a test-rig device provisioned
+    with them (the emulated ESP32, whose sensors cannot be read)."""
+    return (SIMULATED_SENSORS,) if device.get("test_rig") and device.get("rig_sensors") == "simulated" else ()
 
 
 def image_path(f: ImageFile) -> ImageFile:
@@ -80,11 +92,11 @@ def compile_mpy(src: Path, image_name: str) -> bytes:
 
 
 def firmware_files(firmware_dir: Path = FIRMWARE_DIR, progress: Progress | None = None,
-                   chip: bool = False) -> list[ImageFile]:
+                   chip: bool = False, keep: tuple[str, ...] = ()) -> list[ImageFile]:
     """Every firmware module: .mpy, except main.py/boot.py kept as source. Paths as imported (/app.mpy,
-    /board/esp32.mpy); chip: without the host-only modules, for a real (or emulated) ESP32."""
+    /board/esp32.mpy); chip: without the host-only modules (but `keep`), for a real or emulated ESP32."""
     firmware_dir = Path(firmware_dir)
-    sources = firmware_sources(firmware_dir, chip)
+    sources = firmware_sources(firmware_dir, chip, keep)
     if not sources:
         raise ImageError(f"{firmware_dir}: no firmware .py files found")
     files = []
@@ -150,10 +162,10 @@ def build(device: dict[str, Any], board: Board, out_dir: Path, firmware_dir: Pat
 
     ca_der: the CA certificate the device checks the broker with, when its config names one (mqtt.ca)."""
     ca = ca_file(device, ca_der)
-    chip = not board.is_virtual
-    n = len(firmware_sources(firmware_dir, chip))
+    chip, keep = not board.is_virtual, kept_modules(device)
+    n = len(firmware_sources(firmware_dir, chip, keep))
     progress = Progress("compile", n) if show_progress else None
-    files = [image_path(f) for f in firmware_files(firmware_dir, progress, chip)]
+    files = [image_path(f) for f in firmware_files(firmware_dir, progress, chip, keep)]
     if progress:
         progress.done()
     files.append(ImageFile("/board.json", _json_bytes(board.board_json())))

@@ -27,7 +27,8 @@
 #   rig_button(down)   press or release in software, as well as the real input
 #   rig_network(up)    hold the network down (False) until released (True)
 #   rig_sensors()      the simulated sensors the rig injects readings into, or None where the
-#                      sensors are real
+#                      sensors are real (an ESP32 uses simulated ones only when provisioned with
+#                      test_rig and rig_sensors: "simulated", as the emulated ESP32 is)
 import sys
 
 

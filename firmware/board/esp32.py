@@ -43,6 +43,7 @@ class Board:
         self._wdt = None
         self._wlan = network.WLAN(network.STA_IF)
         self._i2c = None
+        self._sim = None  # the rig's simulated sensors, where the device was provisioned with them
         self._rig_down = False  # the rig's software press, OR'ed with the real button
         self._rig_net_down = False
 
@@ -51,6 +52,12 @@ class Board:
         self.chip = board_cfg.get("chip", "esp32")
         self.sensors = board_cfg.get("sensors", [])
         self.pins = p = board_cfg.get("pins", {})
+        if self.sensors and device_cfg.get("test_rig") and device_cfg.get("rig_sensors") == "simulated":
+            # A board whose sensors cannot be read (the emulated ESP32 has no ADC, BME680 or GPS):
+            # the rig's simulated ones stand in for the buses, and the console drives them.
+            from board.virtual_sensors import VirtualSensors
+
+            self._sim = VirtualSensors(**(device_cfg.get("virtual_sensors") or {}))
         b = p.get("button")
         if b:
             pull = b.get("pull", "up")
@@ -103,6 +110,8 @@ class Board:
 
     # -- sensors ------------------------------------------------------------------------------
     def i2c(self):
+        if self._sim:
+            return self._sim.i2c()
         c = self.pins.get("i2c")
         if not c:
             return None
@@ -111,6 +120,8 @@ class Board:
         return self._i2c
 
     def gps_uart(self):
+        if self._sim:
+            return self._sim.gps_uart()
         c = self.pins.get("gps_uart")
         if not c:
             return None
@@ -128,6 +139,8 @@ class Board:
         return adc
 
     def smoke_adc(self):
+        if self._sim:
+            return self._sim.smoke_adc()
         return self._adc("smoke_adc")
 
     def battery_adc(self):
@@ -208,4 +221,4 @@ class Board:
                 pass
 
     def rig_sensors(self):
-        return None  # a real board's sensors are real
+        return self._sim  # None: the sensors are real

@@ -47,6 +47,16 @@ def test_image_round_trip_with_the_real_firmware(tmp_path, make_device):
         assert "/lib/" + host_only[:-3] + ".mpy" not in got, host_only
 
 
+def test_a_chip_provisioned_with_simulated_sensors_keeps_them(tmp_path, make_device):
+    device, board = make_device(test_rig=True)
+    device["rig_sensors"] = "simulated"
+    got = read_image(build(device, board, tmp_path / "out").image, board)
+    assert "/lib/board/virtual_sensors.mpy" in got and "/lib/board/virtual.mpy" not in got
+    device["test_rig"] = False  # never on an installed device, whatever the record says
+    got = read_image(build(device, board, tmp_path / "out2").image, board)
+    assert "/lib/board/virtual_sensors.mpy" not in got
+
+
 def test_a_virtual_boards_image_keeps_the_virtual_board(tmp_path, make_device):
     device, board = make_device("vb-img-01", board="virtual")
     got = read_image(build(device, board, tmp_path / "out").image, board)
