@@ -47,9 +47,16 @@ def test_indicator_goes_sent_stored_accepted(board):
     since = board.dut.mark()
     ev, _ = press_alarm(board)
     wait_ack(board, ev["id"], "accepted", since)
-    board.dut.expect("indicator", 10, since=since, state="accepted")
+    board.dut.expect("indicator", board.rig.event_timeout_s, since=since, state="accepted")
     shown = [m["state"] for m in board.dut.find("indicator", since=since)]
     want = ["sent", "stored", "accepted"]
+    # Stages only move forward: where the bridge's `stored` reached the device before the device had
+    # handled the broker's PUBACK (a slow chip, as the emulated one), `sent` is rightly never shown.
+    sent = board.dut.find("sent", since=since, id=ev["id"])
+    stored = board.dut.find("ack", since=since, id=ev["id"], stage="stored")
+    lines = board.dut.lines
+    if sent and stored and lines.index(stored[0]) < lines.index(sent[0]):
+        want = ["stored", "accepted"]
     assert [s for s in shown if s in want] == want, f"indicator went {shown}"
     ind = board.dut.cmd("indicator")
     assert ind["state"] == "accepted" and ind["event"] == ev["id"] and ind["incident"]
@@ -74,8 +81,8 @@ def test_long_hold_after_alarm_cancels_it(board, intake, observer):
     ev, _ = press_alarm(board)
     accepted = wait_ack(board, ev["id"], "accepted", since)
     board.rig.hold(board.cfg["hold_cancel_ms"] + 800)
-    cancel = board.dut.expect("event", 10, since=since, type="cancel")
-    board.dut.expect("indicator", 10, since=since, state="cancelled")
+    cancel = board.dut.expect("event", board.rig.event_timeout_s, since=since, type="cancel")
+    board.dut.expect("indicator", board.rig.event_timeout_s, since=since, state="cancelled")
     topic = protocol.topic(board.dev, "event")
     _, _, frame, _ = observer.wait(lambda m: m[1] == topic and f'"id":"{cancel["id"]}"'.encode() in m[2],
                                    DELIVERY_TIMEOUT_S, since=seen)

@@ -34,8 +34,9 @@ def gga(lat: float, lon: float, hdop: float = 0.9) -> str:
 
 @pytest.fixture
 def virtual_sensors(board, bench):
-    if not bench.virtual:
-        pytest.skip("sensor injection is for virtual boards; a real board is checked on its real readings")
+    if not (bench.virtual or bench.emulated):
+        pytest.skip("sensor injection is for virtual and emulated boards; a real board is checked on its "
+                    "real readings")
     reply = board.dut.ask("sensor", **AMBIENT)
     assert reply.get("ok"), f"the sensor console command does not work: {reply.get('error')}"
     since = board.dut.mark()
@@ -110,8 +111,8 @@ def test_gps_sentences_move_the_alarm_location(virtual_sensors, intake, observer
 
 
 def test_real_bme680_readings_are_plausible(board, bench, observer):
-    if bench.virtual:
-        pytest.skip("a virtual board's BME680 reads what the suite injects; plausibility is for real sensors")
+    if bench.virtual or bench.emulated:
+        pytest.skip("this board's BME680 reads what the suite injects; plausibility is for real sensors")
     if "bme680" not in (bench.board_entry.get("sensors") or []):
         pytest.skip(f"board {bench.board_entry['name']} has no BME680 fitted")
     topic = protocol.topic(board.dev, "telemetry")

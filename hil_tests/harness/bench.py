@@ -162,7 +162,7 @@ class Bench:
         lat, lon, _, _ = SITES[0]
         cfg, self._merged = provision(
             self.workdir / "devices", dev, self.broker.port, self.workdir / "image", self.emulator,
-            lat=lat, lon=lon, telemetry_s=5, hold_cancel_ms=1500, cancel_window_s=6, sample_s=1,
+            lat=lat, lon=lon, simulated_sensors=True, telemetry_s=5, hold_cancel_ms=1500, cancel_window_s=6, sample_s=1,
             detect={"smoke": {"persist_s": 2}})
         self.broker.add_user(dev, cfg["mqtt"]["password"])
         self.broker.reload()

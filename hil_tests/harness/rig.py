@@ -35,6 +35,8 @@ class Rig:
     kind = "base"
     power_cut_reason = "this rig cannot cut the board's power"
     network_reason = "this rig cannot take the board's network away"
+    boot_timeout_s = BOOT_TIMEOUT_S  # from reset to the firmware's `boot` line
+    event_timeout_s = 10.0  # from an input (a press, a hold) to the event it raises
 
     def __init__(self, dut: Dut, test_rig: bool):
         self.dut = dut
@@ -46,7 +48,7 @@ class Rig:
         raises an alarm (EN 54-11 type A); a long hold after an alarm cancels it."""
         since = self.dut.mark()
         self._actuate(ms)
-        self.dut.expect("button", ms / 1000 + 10, since=since, state="up")
+        self.dut.expect("button", ms / 1000 + self.event_timeout_s, since=since, state="up")
 
     def hold(self, ms: int) -> None:
         self.press(ms)
@@ -199,6 +201,8 @@ class EmulatedRig(Rig):
     `net`), reset = console reboot (machine.reset), power cut = QEMU killed and booted on the same flash."""
 
     kind = "emulated ESP32"
+    boot_timeout_s = EMULATED_BOOT_TIMEOUT_S
+    event_timeout_s = 60.0  # a flash write costs the emulator seconds, and a press waits for it
 
     def __init__(self, dut: Dut, power_cut: Callable[[], None]):
         super().__init__(dut, test_rig=True)
