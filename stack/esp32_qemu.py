@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .console import Console
-from .ports import free_port
+from .ports import free_port, wait_port
 from .procs import ROOT, Process, StartError
 
 ENV = "BAOCHAY_ESP32_QEMU"
@@ -214,7 +214,6 @@ class EmulatedBoard:
         self.process: Process | None = None
         self._uart: _SerialPty | None = None
         self.console: Console | None = None
-        self.boots = 0
 
     @property
     def port(self) -> str | None:
@@ -248,7 +247,6 @@ class EmulatedBoard:
         mark = con.mark()
         self.process = Process(self.command(), name=f"emulated ESP32 {self.name}", log=self.log)
         self.process.start()
-        self.boots += 1
         if wait_boot:
             try:
                 con.wait_for(lambda m: m.get("ev") in ("boot", "fault"), timeout, since=mark)
@@ -286,9 +284,9 @@ class EmulatedBoard:
         from provisioning.boards import get_board
         from provisioning.image import read_image_bytes
 
-        geo = get_board(self.board).filesystem
-        data = self.flash.read_bytes()[geo.offset:geo.offset + geo.size]
-        return read_image_bytes(data, get_board(self.board))
+        board = get_board(self.board)
+        geo = board.filesystem
+        return read_image_bytes(self.flash.read_bytes()[geo.offset:geo.offset + geo.size], board)
 
 
 class DownloadMode:
@@ -312,8 +310,6 @@ class DownloadMode:
                 "-serial", f"tcp:127.0.0.1:{port},server=on,wait=off", "-display", "none", "-monitor", "none"]
         self.process = Process(cmd, name="emulated ESP32 (ROM loader)", log=self.log)
         self.process.start()
-        from .ports import wait_port
-
         wait_port("127.0.0.1", port, 20)
         self.url = f"socket://127.0.0.1:{port}"
         return self

@@ -67,7 +67,7 @@ class Rig:
         """Reset the chip; returns the `boot` line of the new start."""
         since = self.dut.mark()
         self.dut.cmd("reboot")
-        return self.dut.expect("boot", BOOT_TIMEOUT_S, since=since)
+        return self.dut.expect("boot", self.boot_timeout_s, since=since)
 
     def power_cut(self) -> dict:
         raise RigUnavailable(self.power_cut_reason)
@@ -92,7 +92,19 @@ class Rig:
         return self.kind
 
 
-class VirtualRig(Rig):
+class ConsoleNetwork:
+    """The network held down by the firmware itself (console `net`, test rig only)."""
+
+    dut: Dut
+
+    def network_down(self) -> None:
+        self.dut.cmd("net", up=False)
+
+    def network_up(self) -> None:
+        self.dut.cmd("net", up=True)
+
+
+class VirtualRig(ConsoleNetwork, Rig):
     """A virtual board: button and network through the console; reset = the firmware restarts on the
     same flash (soft reboot); power cut = SIGKILL of the firmware by its launcher (SIGUSR1)."""
 
@@ -107,13 +119,7 @@ class VirtualRig(Rig):
 
         since = self.dut.mark()
         os.kill(self._pid(), signal.SIGUSR1)
-        return self.dut.expect("boot", BOOT_TIMEOUT_S, since=since)
-
-    def network_down(self) -> None:
-        self.dut.cmd("net", up=False)
-
-    def network_up(self) -> None:
-        self.dut.cmd("net", up=True)
+        return self.dut.expect("boot", self.boot_timeout_s, since=since)
 
 
 class LineTimeline:
@@ -191,11 +197,11 @@ class SerialLineRig(BrokerNetwork, Rig):
     def reset(self) -> dict:
         since = self.dut.mark()
         self.lines.reset()
-        return self.dut.expect("boot", BOOT_TIMEOUT_S, since=since)
+        return self.dut.expect("boot", self.boot_timeout_s, since=since)
 
 
 
-class EmulatedRig(Rig):
+class EmulatedRig(ConsoleNetwork, Rig):
     """The emulated ESP32 (stack/esp32_qemu.py): the button through the test rig's console press (the
     emulator has no switch to close), the network held down by the board's own Wi-Fi code (console
     `net`), reset = console reboot (machine.reset), power cut = QEMU killed and booted on the same flash."""
@@ -211,18 +217,7 @@ class EmulatedRig(Rig):
     def power_cut(self) -> dict:
         since = self.dut.mark()
         self._power_cut()
-        return self.dut.expect("boot", EMULATED_BOOT_TIMEOUT_S, since=since)
-
-    def reset(self) -> dict:
-        since = self.dut.mark()
-        self.dut.cmd("reboot")
-        return self.dut.expect("boot", EMULATED_BOOT_TIMEOUT_S, since=since)
-
-    def network_down(self) -> None:
-        self.dut.cmd("net", up=False)
-
-    def network_up(self) -> None:
-        self.dut.cmd("net", up=True)
+        return self.dut.expect("boot", self.boot_timeout_s, since=since)
 
 
 class ConsoleRig(BrokerNetwork, Rig):
