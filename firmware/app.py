@@ -37,7 +37,8 @@ class App:
         self.last_event = None
         self._mq_up = None
         self._fed = ticks_ms()
-        self._owe_alarm = self._owe_cancel = False  # a button event the heap refused: raised next pass
+        self._owe_alarm = self._owe_cancel = False
+        self.net_held = False  # the test rig holds the network down  # a button event the heap refused: raised next pass
 
     # -- start-up -----------------------------------------------------------------------------
     async def main(self):
@@ -72,6 +73,10 @@ class App:
         b.wdt_start(cfg.get("wdt_ms", 10000))
         if b.reset_cause == "wdt":
             self.raise_event("fault", "watchdog", {"detail": "restarted by the watchdog"})
+        out_s = self.counters.get("net_reboot")
+        if out_s:  # the link watch rebooted it: the operator learns why once it is back
+            self.raise_event("fault", "network", {"detail": "rebooted: no broker for %d s" % out_s})
+            self.counters.set("net_reboot", 0)
         for held in ("mqtt", "key_bytes"):  # the client and the signer hold what they need of these
             cfg.pop(held, None)
         # Few tasks: each one's frame and its task object live in the heap for the device's life.
@@ -108,6 +113,9 @@ class App:
             rig.register(self, self.console)
         self._start_sensing()
         self._make_client()
+        from linkwatch import LinkWatch
+
+        self.linkwatch = LinkWatch(cfg["net_restart_s"], cfg["net_reboot_s"])
 
     async def _config_fault(self, detail):
         """A broken config: show it and keep answering the console, never crash-loop."""
@@ -312,11 +320,27 @@ class App:
                     tele_at = now
                     if self.mq.connected:
                         await self._telemetry()
+                if await self._watch_link(now) == "restart":
+                    net_at = None  # join again on the next pass
             except MemoryError:
                 self._low_memory()
             except Exception as e:  # a network stack error on the chip (OSError): try again later
                 self.console.emit("net", error=repr(e)[:80])
             await asyncio.sleep_ms(500)
+
+    async def _watch_link(self, now):
+        w = self.linkwatch
+        act = w.step(now, self.mq.connected, self.net_held)
+        if act is None:
+            return None
+        out_s = w.outage_s(now)
+        self.console.emit("net", action=act, outage_s=out_s, detail=self.mq.detail)
+        if act == "restart":
+            self.board.restart_network()
+            return act
+        else:
+            self.counters.set("net_reboot", out_s)  # told at the next boot, as a network fault
+            await self.reboot()
 
     async def _telemetry(self):
         s = self.sensing

@@ -66,7 +66,10 @@ def status(args):
            "fault": list(a.fault) if a.fault else None,
            "heap_free": gc.mem_free(), "heap_peak": a.heap_peak, "lowmem": a.memory_errors()}
     if a.dev:
-        out.update({"mqtt": "connected" if a.mq and a.mq.connected else "connecting",
+        mq = a.mq
+        out.update({"mqtt": "connected" if mq and mq.connected else "connecting",
+                    # why it is not connected, and whether it is still trying
+                    "mqtt_detail": mq.detail if mq else None, "mqtt_attempts": mq.stats["attempts"] if mq else 0,
                     "net": a.board.isconnected(), "outbox": len(a.delivery),
                     "last_event": a.last_event, "sensors": a.board.sensors, "test_rig": a.rig})
     return out

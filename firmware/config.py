@@ -15,6 +15,10 @@ DEFAULTS = {
     "ntp": None,
     "gps_max_age_s": 30,
     "gps_max_acc_m": 50,
+    # the broker out of reach this long: restart the network interface (and again every period),
+    # then reboot the device (its events wait in flash); 0 turns either off. ESPHome reboots at 15 min.
+    "net_restart_s": 120,
+    "net_reboot_s": 900,
 }
 MQTT_DEFAULTS = {"port": 1883, "tls": False, "keepalive": 30, "user": None, "password": None,
                  "ca": None, "server_hostname": None, "tls_insecure": False}
@@ -78,11 +82,16 @@ def validate(raw):
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise ConfigError("loc: lat/lon out of range")
     loc.setdefault("acc", 15)
-    for key in ("telemetry_s", "cancel_window_s", "hold_cancel_ms", "debounce_ms", "outbox_max"):
+    for key in ("telemetry_s", "cancel_window_s", "hold_cancel_ms", "debounce_ms", "outbox_max",
+                "net_restart_s", "net_reboot_s"):
         if _need(cfg, key, int, "device config") < 0:
             raise ConfigError("device config: '%s' must not be negative" % key)
     if cfg["outbox_max"] < 4:
         raise ConfigError("device config: 'outbox_max' must be at least 4")
+    # shorter would restart a link still joining, or reboot a device before it could connect at all
+    for key, least in (("net_restart_s", 10), ("net_reboot_s", 30)):
+        if 0 < cfg[key] < least:
+            raise ConfigError("device config: '%s' must be 0 (off) or at least %d" % (key, least))
     cfg.setdefault("site", {})
     cfg.setdefault("wifi", None)
     return cfg

@@ -56,7 +56,7 @@ def split_topic(t, kinds=DEVICE_KINDS):
 # -- events ---------------------------------------------------------------------------------
 ALARM_CAUSES = ("button", "heat", "smoke", "multi")
 SENSOR_CAUSES = ("heat", "smoke", "multi")
-FAULT_CAUSES = ("config", "sensor", "i2c", "battery", "tamper", "gps", "chamber", "watchdog", "outbox")
+FAULT_CAUSES = ("config", "sensor", "i2c", "battery", "tamper", "gps", "chamber", "watchdog", "outbox", "network")
 CAUSES = {
     "alarm": ALARM_CAUSES,
     "prealarm": ALARM_CAUSES,

@@ -47,7 +47,9 @@ def button(args):
 
 
 def net(args):
-    _app.board.rig_network(bool(args.get("up")))
+    up = bool(args.get("up"))
+    _app.board.rig_network(up)
+    _app.net_held = not up  # an outage on purpose: the link watch leaves it alone
 
 
 def hang(args):

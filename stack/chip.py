@@ -20,12 +20,14 @@ class FlashFailed(RuntimeError):
 
 class ChipSystem:
     def __init__(self, workdir: Path, dev: str, board: str = "esp32-devkitc", emulator: Emulator | None = None,
-                 via_rom_loader: bool = True):
+                 via_rom_loader: bool = True, simulated_sensors: bool = False, **overrides):
         self.dir = Path(workdir)
         self.dev = dev
         self.board_name = board
         self.emulator = emulator or find_emulator()
         self.via_rom_loader = via_rom_loader  # False: boot flash --merge's image as it is
+        self.simulated_sensors = simulated_sensors  # the rig's sensors on the chip (rig_sensors: simulated)
+        self.overrides = overrides  # device config keys, as `baochay-provision new-device` would set them
         self.stack = Stack(self.dir / "stack", 0, board=board)
         self.board: EmulatedBoard | None = None
         self.observer: Observer | None = None
@@ -41,7 +43,8 @@ class ChipSystem:
         st.start_broker()
         broker = st._broker()
         self.cfg, self.merged = provision(self.dir / "devices", self.dev, broker.port, self.dir / "image",
-                                          self.emulator, board=self.board_name)
+                                          self.emulator, board=self.board_name,
+                                          simulated_sensors=self.simulated_sensors, **self.overrides)
         broker.add_user(self.dev, self.cfg["mqtt"]["password"])
         broker.reload()
         st.sites = [{"cfg": self.cfg}]

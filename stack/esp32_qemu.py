@@ -324,12 +324,16 @@ def provision(devices_dir: Path, dev: str, broker_port: int, out: Path, emulator
               board: str = "esp32-devkitc", tls: bool = False, ca_der: bytes | None = None,
               test_rig: bool = True, telemetry_s: int = 10, keepalive: int = 10,
               lat: float = 21.028511, lon: float = 105.804817, wdt_ms: int = EMULATED_WDT_MS,
-              simulated_sensors: bool = False, **overrides) -> tuple[dict, Path]:
+              simulated_sensors: bool = False, net_restart_s: int = 20, net_reboot_s: int = 60,
+              **overrides) -> tuple[dict, Path]:
     """A device made for the emulated ESP32 as an installer makes one (new-device, build,
     flash --merge): its config and the whole-flash image, broker at GUEST_HOST:broker_port.
     `overrides`: device.json keys set in the record before the build (a test's short timings).
     simulated_sensors: the rig's sensors stand in for the BME680, GPS and chamber the emulator lacks
-    (without them each boot raises their faults)."""
+    (without them each boot raises their faults).
+    net_restart_s, net_reboot_s: shorter than on a real device, because the emulated Wi-Fi can stop
+    delivering frames to the chip while the link still reads as up (docs/hil.md): the firmware's
+    link watch restarts the interface, then reboots, and tests should not wait 15 minutes for it."""
     from provisioning.boards import get_board
     from provisioning.devices import Network, Site, create_device, device_dir, load_device
     from provisioning.flashing import merge
@@ -341,6 +345,7 @@ def provision(devices_dir: Path, dev: str, broker_port: int, out: Path, emulator
     create_device(devices_dir, dev, board, site, net)
     cfg = load_device(devices_dir, dev)
     cfg["wdt_ms"] = wdt_ms  # in the record too, so the installer's own `flash` builds the same image
+    cfg["net_restart_s"], cfg["net_reboot_s"] = net_restart_s, net_reboot_s
     cfg["ntp"] = False  # the closed network has no time server (and forwards no UDP)
     if test_rig and simulated_sensors:
         cfg["rig_sensors"] = "simulated"  # no ADC, BME680 or GPS in the emulator: the rig's stand in

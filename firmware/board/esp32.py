@@ -173,6 +173,15 @@ class Board:
             await asyncio.sleep_ms(100)
         return False
 
+    def restart_network(self):
+        """Leave the access point; connect_network() joins again on its next round. The radio stays
+        active: active(False) would give its driver's memory back, and the MicroPython heap, which
+        grows into the system heap, may have taken it by the time the radio asks again."""
+        try:
+            self._wlan.disconnect()
+        except OSError:
+            pass  # not connected
+
     def rssi(self):
         try:
             return self._wlan.status("rssi")

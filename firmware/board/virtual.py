@@ -24,6 +24,7 @@ class Board:
         self._button = False
         self._wdt = None
         self._vs = None
+        self._restarting = False
 
     def setup(self, board_cfg, device_cfg):
         self.sensors = board_cfg.get("sensors", [])
@@ -81,12 +82,16 @@ class Board:
 
     # -- network ------------------------------------------------------------------------------
     def isconnected(self):
-        return self.net_up
+        return self.net_up and not self._restarting
+
+    def restart_network(self):
+        self._restarting = True  # down, as an interface restart is, until the next connect_network()
 
     def rig_network(self, up):
         self.net_up = bool(up)
 
     async def connect_network(self, wifi_cfg):
+        self._restarting = False
         return self.net_up
 
     def rssi(self):

@@ -294,3 +294,35 @@ def test_firmware_in_rom_keeps_its_bytecode_out_of_the_heap(make_board, observer
     rom, heap = in_rom.request("heap"), in_heap.request("heap")
     # the panic button's .mpy bytecode is about 25 KB of heap on the unix port (50 vs 75 KB at boot)
     assert heap["base"] - rom["base"] > 10 * 1024, (rom, heap)
+
+
+def test_broker_out_of_reach_restarts_the_link_then_reboots_and_says_why(make_board, observer, broker):
+    """A link that says it is up but reaches no broker: the interface is restarted, then the device
+    reboots; its alarm waits in flash, and once back it tells the operator why it rebooted."""
+    vb = make_board("hn-a-0010", net_restart_s=10, net_reboot_s=30)
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0010", "status") and b'"online"' in m[1])
+    broker.stop()
+    vb.request("press", ms=100)
+    ev = vb.console.wait_for("event", 10)
+    restart = vb.console.wait_for(lambda m: m.get("ev") == "net" and m.get("action") == "restart", 30)
+    assert restart["outage_s"] >= 10 and "ECONNREFUSED" in restart["detail"]
+    again = vb.console.wait_for(lambda m: m.get("ev") == "net" and m.get("outage_s", 0) >= 20, 20)
+    assert again["action"] == "restart"  # every net_restart_s, until the reboot
+    reboot = vb.console.wait_for(lambda m: m.get("ev") == "net" and m.get("action") == "reboot", 40)
+    assert reboot["outage_s"] >= 30
+    boot = vb.console.wait_for(lambda m: m.get("ev") == "boot" and m.get("boot") == 2, 30)
+    assert boot["reset_cause"] in ("soft", "power")
+    broker.start()
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0010", "event") and body_of(m[1])["id"] == ev["id"],
+                  timeout=40)
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0010", "event")
+                                and body_of(m[1])["type"] == "fault", timeout=20)
+    fault = body_of(frame)
+    assert fault["cause"] == "network" and fault["data"]["detail"].startswith("rebooted: no broker for ")
+    # said once: after a further reboot with the broker reachable the next event is the next
+    # counter, so no second network fault was raised
+    vb.request("reboot")
+    vb.console.wait_for(lambda m: m.get("ev") == "boot" and m.get("boot") == 3, 30)
+    mark = vb.console.mark()
+    vb.request("press", ms=100)
+    assert vb.console.wait_for("event", 10, since=mark)["id"] == "hn-a-0010-00000003"
