@@ -37,8 +37,8 @@ class App:
         self.last_event = None
         self._mq_up = None
         self._fed = ticks_ms()
-        self._owe_alarm = self._owe_cancel = False
-        self.net_held = False  # the test rig holds the network down  # a button event the heap refused: raised next pass
+        self._owe_alarm = self._owe_cancel = False  # a button event the heap refused: raised next pass
+        self.net_held = False  # the test rig holds the network down
 
     # -- start-up -----------------------------------------------------------------------------
     async def main(self):
@@ -259,15 +259,20 @@ class App:
                 down_at = self._button_step(now, down_at)
             except MemoryError:
                 self._low_memory()
-            a = gc.mem_alloc()
-            if a > self.heap_peak:
-                self.heap_peak = a
-            if ticks_diff(now, self._fed) >= 500:
-                # The hardware watchdog is fed from here only, so a hung or dead main loop resets
-                # the device; the sender is woken too, to resend what the bridge has not stored in time.
-                self._fed = now
-                self.board.wdt_feed()
-                self.delivery.wake.set()
+            try:
+                a = gc.mem_alloc()
+                if a > self.heap_peak:
+                    self.heap_peak = a
+                if ticks_diff(now, self._fed) >= 500:
+                    # The hardware watchdog is fed from here only, so a hung or dead main loop resets
+                    # the device; the sender is woken too, to resend what the bridge has not stored in
+                    # time. A full heap must not end this task: feeding it (a write on the virtual
+                    # board) can be refused memory, and is tried again on the next pass.
+                    self._fed = now
+                    self.board.wdt_feed()
+                    self.delivery.wake.set()
+            except MemoryError:
+                self._low_memory()
             await asyncio.sleep_ms(BUTTON_POLL_MS)
 
     def _button_step(self, now, down_at):
@@ -338,9 +343,9 @@ class App:
         if act == "restart":
             self.board.restart_network()
             return act
-        else:
-            self.counters.set("net_reboot", out_s)  # told at the next boot, as a network fault
-            await self.reboot()
+        self.counters.set("net_reboot", out_s)  # told at the next boot, as a network fault
+        await self.reboot()
+        return act
 
     async def _telemetry(self):
         s = self.sensing

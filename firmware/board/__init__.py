@@ -20,7 +20,7 @@
 #                      the board has none; readers raise OSError when the hardware fails
 # Network and time
 #   isconnected();  async connect_network(wifi_cfg) -> bool, never raises;  rssi() -> dBm or None
-#   restart_network()  take the interface down (never raises); the next connect_network() rejoins
+#   restart_network()  leave the network, never raises; the next connect_network() joins again
 #   wall_clock_synced() -> bool;  sync_time(server) -> bool, never raises
 # Watchdog and reset
 #   wdt_start(timeout_ms), wdt_feed(), reboot() (a hard reset; never returns)
