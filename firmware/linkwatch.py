@@ -16,7 +16,6 @@ class LinkWatch:
         self.reboot_ms = reboot_s * 1000
         self.since = None  # when the broker was last seen connected, or first missed
         self.restarts = 0  # restarts in this outage
-        self.total_restarts = 0
 
     def step(self, now, broker_up, held=False):
         """RESTART, REBOOT or None. `held`: the test rig holds the network down on purpose."""
@@ -32,7 +31,6 @@ class LinkWatch:
             return REBOOT
         if self.restart_ms and out >= self.restart_ms * (self.restarts + 1):
             self.restarts += 1
-            self.total_restarts += 1
             return RESTART
         return None
 

@@ -12,7 +12,7 @@ def test_restarts_every_period_then_reboots():
     acts = _run(w, 210000)
     assert acts[:3] == [(60000, RESTART), (120000, RESTART), (180000, RESTART)]
     assert acts[3] == (200000, REBOOT) and all(a == REBOOT for _, a in acts[3:])
-    assert w.total_restarts == 3 and w.outage_s(200000) == 200
+    assert w.restarts == 3 and w.outage_s(200000) == 200
 
 
 def test_a_connection_starts_the_count_again():
