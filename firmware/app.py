@@ -62,6 +62,7 @@ class App:
             await self._config_fault(err)
             return
         b.setup(board_cfg, cfg)
+        floored = b.raise_clock(cfg["clock_floor"])  # before the first TLS handshake
         for unused in ("site", "key"):  # kept by the bridge / parsed into key_bytes: no RAM for them here
             cfg.pop(unused, None)
         self.dev = cfg["dev"]
@@ -69,6 +70,8 @@ class App:
         self._wire(cfg)
         self.console.emit("boot", dev=self.dev, fw=self.FW_VERSION, board=b.name, boot=boot,
                           reset_cause=b.reset_cause)
+        if floored:
+            self.console.emit("clock", state="floor", ts=cfg["clock_floor"])
         self.indicator.show("idle", ticks_ms())
         b.wdt_start(cfg.get("wdt_ms", 10000))
         if b.reset_cause == "wdt":
@@ -381,10 +384,20 @@ class App:
         result = {"indicator": "ok", "outbox": len(self.delivery) if self.dev else None}
         if self.sensing:
             result.update(await self.sensing.selftest())
-        result["pass"] = all(v not in ("fail", False) for v in result.values())
+        # `v in (.., False)` would also match 0 (an empty outbox, a clean chamber reading): 0 == False
+        result["pass"] = all(v != "fail" and v is not False for v in result.values())
         if self.dev:
             self.raise_event("test", "selftest", result)
+        self.console.emit("selftest", **result)  # the installer's verify reads the verdict here
         return result
+
+    def sensor_health(self):
+        """{fitted sensor: "ok" or what is wrong with it}; every one wrong when sensing never started."""
+        fitted = self.board.sensors or ()
+        if self.sensing:
+            return self.sensing.health(fitted)
+        why = self.fault[1] if self.fault else "not read"
+        return {name: why for name in fitted}
 
     async def reboot(self):
         """A clean disconnect (the bridge sees `offline` at once), then a hard reset."""

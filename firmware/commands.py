@@ -71,7 +71,7 @@ def status(args):
                     # why it is not connected, and whether it is still trying
                     "mqtt_detail": mq.detail if mq else None, "mqtt_attempts": mq.stats["attempts"] if mq else 0,
                     "net": a.board.isconnected(), "outbox": len(a.delivery),
-                    "last_event": a.last_event, "sensors": a.board.sensors, "test_rig": a.rig})
+                    "last_event": a.last_event, "sensors": a.sensor_health(), "test_rig": a.rig})
     return out
 
 

@@ -19,6 +19,9 @@ DEFAULTS = {
     # then reboot the device (its events wait in flash); 0 turns either off. ESPHome reboots at 15 min.
     "net_restart_s": 120,
     "net_reboot_s": 900,
+    # Unix seconds the clock is raised to at start-up when it reads earlier (when `new-device` made
+    # the record): TLS refuses certificates "not yet valid" on a clock that counts from 2000
+    "clock_floor": 0,
 }
 MQTT_DEFAULTS = {"port": 1883, "tls": False, "keepalive": 30, "user": None, "password": None,
                  "ca": None, "server_hostname": None, "tls_insecure": False}
@@ -83,7 +86,7 @@ def validate(raw):
         raise ConfigError("loc: lat/lon out of range")
     loc.setdefault("acc", 15)
     for key in ("telemetry_s", "cancel_window_s", "hold_cancel_ms", "debounce_ms", "outbox_max",
-                "net_restart_s", "net_reboot_s"):
+                "net_restart_s", "net_reboot_s", "clock_floor"):
         if _need(cfg, key, int, "device config") < 0:
             raise ConfigError("device config: '%s' must not be negative" % key)
     if cfg["outbox_max"] < 4:

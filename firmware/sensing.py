@@ -44,6 +44,12 @@ class Incidents:
             self.first = None
 
 
+GPS_LISTEN_MS = 3000  # the self-test's wait for a receiver not heard lately
+
+# which of Sensing.faults belong to which fitted sensor (boards.yaml's names)
+_FAULT_KEYS = {"bme680": ("bme680", "stuck"), "smoke": ("adc", "smoke_cal"), "gps": ("gps",)}
+
+
 class Sensing:
     def __init__(self, board, cfg, emit, clock_ms):
         self.board = board
@@ -219,6 +225,15 @@ class Sensing:
         active = (self.cfg.get("tamper") or {}).get("active", 1)
         self._fault("tamper", "tamper", "enclosure open" if self.tamper.value() == active else None)
 
+    def health(self, fitted):
+        """{fitted sensor: "ok" or its fault}: what `status` tells the installer's verify."""
+        out = {}
+        for name in fitted:
+            keys = _FAULT_KEYS.get(name, (name,))
+            bad = [self.faults[k][1] for k in keys if k in self.faults]
+            out[name] = bad[0] if bad else "ok"
+        return out
+
     # --- the task -----------------------------------------------------------------------------
     async def step(self):
         """One sample: read everything, feed detectors and monitors, emit on transitions."""
@@ -298,10 +313,19 @@ class Sensing:
             except OSError:
                 res["chamber"] = "fail"
         if self.gps is not None:
-            h = self.gps.heard_ms
-            res["gps"] = "ok" if h is not None and ticks_diff(self.clock_ms(), h) < self.gps_silent_ms else "fail"
+            # a receiver talks every second: not heard lately (just booted), listen a moment for it
+            for _ in range(GPS_LISTEN_MS // 200):
+                if self._gps_heard():
+                    break
+                self._poll_gps(self._tick())
+                await asyncio.sleep_ms(200)
+            res["gps"] = "ok" if self._gps_heard() else "fail"
         res["ok"] = "fail" not in (res["heater"], res["chamber"], res["gps"])
         return res
+
+    def _gps_heard(self):
+        h = self.gps.heard_ms
+        return h is not None and ticks_diff(self.clock_ms(), h) < self.gps_silent_ms
 
     def feed_nmea(self, line):
         """One NMEA sentence, as if the receiver had sent it (the rig's `nmea` on a real board).

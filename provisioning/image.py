@@ -10,6 +10,7 @@ import hashlib
 import json
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,9 @@ def build(device: dict[str, Any], board: Board, out_dir: Path, firmware_dir: Pat
     if progress:
         progress.done()
     files.append(ImageFile("/board.json", _json_bytes(board.board_json())))
+    # the device's clock never reads earlier than its record's making (firmware/config.py,
+    # clock_floor); a record made before the floor existed gets the build time
+    device = {**device, "clock_floor": device.get("clock_floor") or int(time.time())}
     files.append(ImageFile("/device.json", _json_bytes(device)))
     if ca is not None:
         files.append(ca)

@@ -29,12 +29,13 @@ class Expected:
     fw: str | None = None
 
 
-def reported_sensors(value: Any) -> set[str] | None:
-    """The device reports sensors as a list of names, or as {name: "ok"/true/...}."""
+def reported_sensors(value: Any) -> dict[str, str] | None:
+    """{sensor: "ok" or what is wrong} from the device's status: {name: "ok"/detail} (or true), or a
+    list of names from firmware that reported only what is fitted."""
     if isinstance(value, list):
-        return {str(s) for s in value}
+        return {str(s): "ok" for s in value}
     if isinstance(value, dict):
-        return {k for k, v in value.items() if v is True or v == "ok"}
+        return {str(k): "ok" if v is True or v == "ok" else str(v or "not working") for k, v in value.items()}
     return None
 
 
@@ -65,9 +66,12 @@ def _identity_checks(status: dict[str, Any], exp: Expected) -> list[Check]:
         if got is None:
             checks.append(Check("sensors", not want, "the firmware did not report its sensors"
                                 if want else "none fitted"))
-        elif want - got:
-            checks.append(Check("sensors", False, f"missing: {', '.join(sorted(want - got))} "
+        elif want - got.keys():
+            checks.append(Check("sensors", False, f"missing: {', '.join(sorted(want - got.keys()))} "
                                                   f"(check the wiring in docs/installer-guide.md)"))
+        elif any(got[s] != "ok" for s in want):
+            bad = "; ".join(f"{s}: {got[s]}" for s in sorted(want) if got[s] != "ok")
+            checks.append(Check("sensors", False, f"{bad} (check the wiring in docs/installer-guide.md)"))
         else:
             checks.append(Check("sensors", True, ", ".join(sorted(want)) or "none fitted"))
     fault = status.get("fault")
@@ -102,14 +106,15 @@ def _self_test(con: DeviceConsole, timeout: float, connected: bool, bridge: bool
     reply = con.ask("selftest", attempts=REPLY_ATTEMPTS)
     if not reply.get("ok"):
         return [Check("self-test", False, reply.get("error", "refused"))]
-    result = reply.get("result")
     ev = con.first(lambda e: e.get("ev") == "event" and e.get("type") == "test", timeout, since=since)
-    if isinstance(result, dict) and result.get("pass") is False:
-        bad = [k for k, v in result.items() if v in ("fail", False) and k != "pass"]
-        return [Check("self-test", False, "failed: " + (", ".join(bad) or "see the device console"))]
     if ev is None:
         return [Check("self-test", False, f"no test event within {timeout:.0f} s")]
-    checks = [Check("self-test", True, f"test event {ev.get('id')}")]
+    # the verdict: in the reply (older firmware) or on the line the device prints when it is done
+    result = reply.get("result") or con.first("selftest", 5, since=since)
+    bad = [k for k, v in result.items() if (v == "fail" or v is False) and k not in ("pass", "ok")] \
+        if isinstance(result, dict) and result.get("pass") is False else None
+    checks = [Check("self-test", False, "failed: " + (", ".join(bad) or "see the device console")) if bad is not None
+              else Check("self-test", True, f"test event {ev.get('id')}")]
     if connected:
         sent = con.first("sent", timeout, since=since, id=ev.get("id"))
         checks.append(Check("broker accepted", sent is not None,

@@ -18,6 +18,7 @@ absent, EmulatorMissing says how to get it, and the tests skip with that line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -274,6 +275,18 @@ class EmulatedBoard:
         if self._uart:
             self._uart.close()
             self._uart = None
+
+    @contextlib.contextmanager
+    def console_handed_over(self):
+        """Leave the console port to another program (the installer's `verify`, mpremote) for the
+        `with` body, as one unplugs a terminal, and open it again after; yields the port's path."""
+        assert self._uart is not None and self.console is not None, "not started"
+        self.console.close()
+        self.console = None
+        try:
+            yield self._uart.path
+        finally:
+            self.console = self.console_type(self._uart.path, name=self.name)
 
     def request(self, cmd: str, timeout: float | None = None, **args):
         assert self.console is not None, "not started"

@@ -21,6 +21,8 @@
 # Network and time
 #   isconnected();  async connect_network(wifi_cfg) -> bool, never raises;  rssi() -> dBm or None
 #   restart_network()  leave the network, never raises; the next connect_network() joins again
+#   raise_clock(floor) -> bool  set the clock to `floor` (Unix seconds) if it reads earlier, never
+#                      raises; the clock is not synced by it (events carry no time until NTP)
 #   wall_clock_synced() -> bool;  sync_time(server) -> bool, never raises
 # Watchdog and reset
 #   wdt_start(timeout_ms), wdt_feed(), reboot() (a hard reset; never returns)

@@ -11,6 +11,8 @@ import network
 _PULL = {"up": machine.Pin.PULL_UP, "down": machine.Pin.PULL_DOWN, "none": None}
 _ATTEN = {"0db": machine.ADC.ATTN_0DB, "2_5db": machine.ADC.ATTN_2_5DB, "6db": machine.ADC.ATTN_6DB,
           "11db": machine.ADC.ATTN_11DB}
+_EPOCH_2000 = 946684800  # the port's time.time() counts from 2000-01-01; Unix time from 1970
+_FLOOR_MARK = b"clock:floor"  # in RTC memory: the clock reads the floor, not a synced time
 NEOPIXEL_ON = (64, 0, 0)  # red at a quarter: bright enough to see, gentle on a battery
 _RESET = {
     machine.PWRON_RESET: "power",
@@ -188,10 +190,30 @@ class Board:
         except Exception:
             return None
 
+    def raise_clock(self, floor):
+        """After power-up the RTC counts from 2000, and mbedTLS then refuses every certificate
+        ("validity starts in the future"): with no NTP the device could never reach a TLS broker.
+        Set it to `floor` (when the record was made), marked in RTC memory (kept across resets,
+        cleared by a power cut) as not synced, so events still carry no time until NTP sets it."""
+        try:
+            if not floor or time.time() + _EPOCH_2000 >= floor:
+                return False
+            t = time.gmtime(floor - _EPOCH_2000)
+            rtc = machine.RTC()
+            rtc.datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
+            rtc.memory(_FLOOR_MARK)
+            return True
+        except Exception:
+            return False
+
     def wall_clock_synced(self):
         # The RTC keeps the time across a soft reset and deep sleep; after power-up it counts from
-        # 2000, so a year before the firmware was written means nobody has set it.
-        return time.gmtime()[0] >= 2025
+        # 2000, so a year before the firmware was written means nobody has set it, and the floor's
+        # mark means only raise_clock() did.
+        try:
+            return time.gmtime()[0] >= 2025 and machine.RTC().memory() != _FLOOR_MARK
+        except Exception:
+            return False
 
     def sync_time(self, server):
         if server is False:
@@ -202,6 +224,7 @@ class Board:
             if server:
                 ntptime.host = server
             ntptime.settime()
+            machine.RTC().memory(b"")  # set by NTP now, not by the floor
             return self.wall_clock_synced()
         except Exception:
             return False

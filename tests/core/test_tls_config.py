@@ -97,3 +97,16 @@ async def test_client_without_a_ca_refuses_before_connecting():
     await task
     assert states[0][0] is False and states[0][1].startswith("tls: no CA certificate")
     assert c.stats["connects"] == 0
+
+
+def test_the_clock_floor_is_a_non_negative_unix_time():
+    assert config.validate(_cfg())["clock_floor"] == 0  # an image built before the floor: none
+    assert config.validate(dict(_cfg(), clock_floor=1796227200))["clock_floor"] == 1796227200
+    for bad, words in ((-1, "'clock_floor' must not be negative"), ("2026-12-01", "'clock_floor' must be int"),
+                       (True, "'clock_floor' must be int")):
+        try:
+            config.validate(dict(_cfg(), clock_floor=bad))
+        except config.ConfigError as e:
+            assert words in str(e), str(e)
+        else:
+            raise AssertionError("accepted %r" % (bad,))

@@ -26,3 +26,11 @@ class Observer(stack_observer.Observer):
 
 def body_of(frame: bytes) -> dict:
     return json.loads(frame.split(b"\n", 1)[0])
+
+
+def nmea(body: str) -> str:
+    """An NMEA sentence with its checksum (the XOR of the bytes between `$` and `*`)."""
+    cs = 0
+    for c in body.encode():
+        cs ^= c
+    return f"${body}*{cs:02X}"

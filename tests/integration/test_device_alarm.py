@@ -224,7 +224,7 @@ PANIC_HEAP = "72K"
 
 def test_panic_button_whole_scenario_in_a_capped_heap(make_board, observer, broker):
     vb = make_board("hn-a-0013", heap=PANIC_HEAP, board="virtual-panic", hold_cancel_ms=800)
-    assert vb.request("status")["sensors"] == []
+    assert vb.request("status")["sensors"] == {}
     observer.wait(lambda m: m[0] == protocol.topic("hn-a-0013", "status") and b'"online"' in m[1])
     # press -> a signed alarm; ack -> the indicator follows
     vb.request("press", ms=80)

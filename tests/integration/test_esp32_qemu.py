@@ -1,11 +1,14 @@
 """The installer's image on an emulated ESP32 (Espressif's QEMU, stock MicroPython 1.24): boot, Wi-Fi,
-alarm to the 114 intake and back, outage, power cut, watchdog. One board is booted for the module and
-goes through the scenarios in order (a boot costs about half a minute of one core). Skips, with how to
-install the emulator, where there is none."""
+the installer's verify, alarm to the 114 intake and back, outage, power cut, watchdog. One board is
+booted for the module and goes through the scenarios in order (a boot costs about half a minute of
+one core). TLS on the chip: test_esp32_qemu_tls.py. Skips, with how to install the emulator, where
+there is none."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -13,7 +16,7 @@ from firmware import protocol_host as protocol
 from stack.chip import ChipSystem
 from stack.esp32_qemu import EmulatorMissing, find_emulator
 from stack.observer import Observer
-from stack.procs import wait_until
+from stack.procs import child_env, wait_until
 
 DEV = "qemu-chip-01"
 # Waits on the chip: a LittleFS write there can hold the event loop for seconds (every flash operation
@@ -79,10 +82,31 @@ def test_boots_the_installers_image_and_comes_online_over_wifi(system):
     assert status["net"] is True and status["mqtt"] == "connected" and status["test_rig"] is True
     # the emulator has no ADC, BME680 or GPS: each is a fault event, and the loops go on
     faults = board.console.wait_for(lambda m: m.get("ev") == "event" and m.get("cause") == "gps", CHIP_S)
-    assert faults and board.request("status", timeout=15)["sensors"] == ["bme680", "gps", "smoke"]
+    sensors = board.request("status", timeout=15)["sensors"]
+    assert faults and sorted(sensors) == ["bme680", "gps", "smoke"]
+    assert sensors["gps"] == "gps receiver silent" and sensors["bme680"].startswith("bme680: "), sensors
     # what the chip wrote is on its flash, read back from the emulator's flash file
     files = board.files()
     assert "/device.json" in files and "/lib/app.mpy" in files
+
+
+def test_the_installers_verify_checks_the_chip_over_its_console(system):
+    """`baochay-provision verify` as an installer runs it after flashing, on the chip's console port.
+    Everything it checks passes but two: the emulator has no BME680, GPS or smoke chamber, and verify
+    must say so (the sensors' faults, and a self-test that fails), not call the device ready."""
+    st, board, obs, chip = system
+    with board.console_handed_over() as port:
+        r = subprocess.run([sys.executable, "-m", "provisioning.cli", "verify", "--devices-dir",
+                            str(chip.dir / "devices"), "--device", DEV, "--port", port, "--net-timeout", "120",
+                            "--test-timeout", "90", "--reply-timeout", "20", "--bridge", "--bridge-timeout", "90"],
+                           capture_output=True, text=True, timeout=600, env=child_env())
+    rows = {line.split()[0]: line for line in r.stdout.splitlines() if "  pass  " in line or "  FAIL  " in line}
+    assert r.returncode == 1, r.stdout + r.stderr
+    for check in ("console", "device", "firmware", "board", "no", "network", "broker", "bridge"):
+        assert "  pass  " in rows.get(check, ""), (check, r.stdout)
+    assert "  FAIL  " in rows["sensors"] and "gps: gps receiver silent" in rows["sensors"], r.stdout
+    assert "  FAIL  " in rows["self-test"] and "heater" in rows["self-test"], r.stdout
+    assert "FAIL: 2 of 10 checks failed: sensors, self-test" in r.stdout
 
 
 def test_press_reaches_114_and_the_incident_id_comes_back_to_the_chip(system):

@@ -6,16 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-from integration.support import Observer, body_of
+from integration.support import Observer, body_of, nmea
 
 from firmware import protocol_host as protocol
-
-
-def nmea(body: str) -> str:
-    cs = 0
-    for c in body.encode():
-        cs ^= c
-    return f"${body}*{cs:02X}"
 
 
 def sensor_events(observer, dev):
@@ -81,6 +74,9 @@ def test_unplugged_bme680_is_a_fault(make_board, observer):
     vb.request("sensor", unplug=["bme680"])
     fault = wait_event(observer, "unplug-0001", lambda e: e["type"] == "fault")
     assert fault["cause"] in ("sensor", "i2c") and fault["data"].get("detail")
+    # what the installer's verify reads: the sensor by name, with what is wrong with it
+    assert vb.request("status")["sensors"]["bme680"] == fault["data"]["detail"]
     vb.request("sensor", plug=["bme680"])
     restore = wait_event(observer, "unplug-0001", lambda e: e["type"] == "restore")
     assert restore["cause"] == fault["cause"]
+    assert vb.request("status")["sensors"]["bme680"] == "ok"

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 
 import littlefs
 import pytest
@@ -28,7 +29,10 @@ def mount(image, board):
 
 
 def test_image_round_trip_with_the_real_firmware(tmp_path, make_device):
+    before = int(time.time())
     device, board = make_device()
+    # the record carries the floor of the device's clock (TLS needs a date): the time it was made
+    assert before <= device["clock_floor"] <= time.time()
     r = build(device, board, tmp_path / "out")
     expected = {image_path(f).path: f.data for f in firmware_files(FIRMWARE_DIR, chip=True)}
     expected["/board.json"] = json.dumps(board.board_json(), separators=(",", ":"), ensure_ascii=False).encode()
@@ -45,6 +49,14 @@ def test_image_round_trip_with_the_real_firmware(tmp_path, make_device):
     # a chip's image leaves out what only the virtual board and the host load
     for host_only in HOST_ONLY:
         assert "/lib/" + host_only[:-3] + ".mpy" not in got, host_only
+
+
+def test_a_record_made_before_the_clock_floor_gets_the_build_time(tmp_path, make_device):
+    device, board = make_device()
+    del device["clock_floor"]
+    before = int(time.time())
+    written = json.loads(read_image(build(device, board, tmp_path / "out").image, board)["/device.json"])
+    assert before <= written["clock_floor"] <= time.time()
 
 
 def test_a_chip_provisioned_with_simulated_sensors_keeps_them(tmp_path, make_device):

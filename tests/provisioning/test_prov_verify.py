@@ -16,8 +16,11 @@ class FakeDevice:
     """Answers docs/protocol.md §9 on the master side of a pty, with boot noise and unsolicited lines."""
 
     def __init__(self, dev="hn-a-0001", board="esp32-devkitc", sensors=("bme680", "gps", "smoke"),
-                 connect_after=1, broker_acks=True, bridge_acks=True, fault=None, silent=False):
-        self.dev, self.board, self.sensors, self.fault = dev, board, list(sensors), fault
+                 connect_after=1, broker_acks=True, bridge_acks=True, fault=None, silent=False, verdict=None):
+        # sensors: the names (older firmware) or {name: "ok" or what is wrong}, as status reports them
+        self.dev, self.board, self.fault = dev, board, fault
+        self.sensors = sensors if isinstance(sensors, dict) else list(sensors)
+        self.verdict = verdict or {"indicator": "ok", "heater": "ok", "chamber": "ok", "gps": "ok", "pass": True}
         self.connect_after, self.broker_acks, self.bridge_acks, self.silent = (
             connect_after, broker_acks, bridge_acks, silent)
         self.status_calls = 0
@@ -49,6 +52,7 @@ class FakeDevice:
             self.send(dict(base, started=True))
             eid = f"{self.dev}-00000001"
             self.send({"ev": "event", "id": eid, "type": "test", "cause": "selftest"})
+            self.send(dict(self.verdict, ev="selftest"))
             if self.broker_acks:
                 self.send({"ev": "sent", "id": eid})
             if self.bridge_acks:
@@ -166,3 +170,22 @@ def test_board_without_sensors_passes_without_them(board):
     with FakeDevice(board=board, sensors=[]) as fake:
         checks = verify(fake.port, exp(board=board), net_timeout=5, test_timeout=2)
     assert passed(checks), summary_table(checks)
+
+
+def test_a_fitted_sensor_in_fault_fails_with_what_is_wrong():
+    sensors = {"bme680": "ok", "gps": "gps receiver silent", "smoke": "smoke ADC read failed (EIO)"}
+    with FakeDevice(sensors=sensors) as fake:
+        checks = verify(fake.port, exp(), net_timeout=5, test_timeout=2)
+    assert names(checks, False) == ["sensors"]
+    detail = next(c.detail for c in checks if c.name == "sensors")
+    assert "gps: gps receiver silent" in detail and "smoke: smoke ADC read failed (EIO)" in detail
+    assert "bme680" not in detail
+
+
+def test_a_failed_self_test_names_what_failed_and_the_delivery_is_still_checked():
+    verdict = {"indicator": "ok", "heater": "fail", "chamber": "ok", "gps": "fail", "ok": False, "pass": False}
+    with FakeDevice(verdict=verdict) as fake:
+        checks = verify(fake.port, exp(), net_timeout=5, test_timeout=2, bridge=True, bridge_timeout=2)
+    assert names(checks, False) == ["self-test"]
+    assert next(c.detail for c in checks if c.name == "self-test") == "failed: heater, gps"
+    assert {"broker accepted", "bridge stored"} <= set(names(checks, True))
