@@ -8,10 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .esp32_qemu import DownloadMode, EmulatedBoard, Emulator, find_emulator, merged_flash, provision
+from .esp32_qemu import (
+    GUEST_HOST,
+    DownloadMode,
+    EmulatedBoard,
+    Emulator,
+    find_emulator,
+    merged_flash,
+    provision,
+)
 from .observer import Observer
 from .procs import child_env
 from .run import Stack
+from .tls import make_test_pki
 
 
 class FlashFailed(RuntimeError):
@@ -20,13 +29,14 @@ class FlashFailed(RuntimeError):
 
 class ChipSystem:
     def __init__(self, workdir: Path, dev: str, board: str = "esp32-devkitc", emulator: Emulator | None = None,
-                 via_rom_loader: bool = True, simulated_sensors: bool = False, **overrides):
+                 via_rom_loader: bool = True, simulated_sensors: bool = False, tls: bool = False, **overrides):
         self.dir = Path(workdir)
         self.dev = dev
         self.board_name = board
         self.emulator = emulator or find_emulator()
         self.via_rom_loader = via_rom_loader  # False: boot flash --merge's image as it is
         self.simulated_sensors = simulated_sensors  # the rig's sensors on the chip (rig_sensors: simulated)
+        self.tls = tls  # the device on the broker's TLS listener, checking it against the project's CA
         self.overrides = overrides  # device config keys, as `baochay-provision new-device` would set them
         self.stack = Stack(self.dir / "stack", 0, board=board)
         self.board: EmulatedBoard | None = None
@@ -40,10 +50,14 @@ class ChipSystem:
         st = self.stack
         st.dir.mkdir(parents=True, exist_ok=True)
         st.sites = []
-        st.start_broker()
+        # the server certificate names the address the device dials, as a real broker's names its host
+        pki = make_test_pki(self.dir / "pki", hosts=(GUEST_HOST, "127.0.0.1", "localhost")) if self.tls else None
+        st.start_broker(pki)
         broker = st._broker()
-        self.cfg, self.merged = provision(self.dir / "devices", self.dev, broker.port, self.dir / "image",
-                                          self.emulator, board=self.board_name,
+        self.device_port = broker.tls_port if pki else broker.port
+        self.cfg, self.merged = provision(self.dir / "devices", self.dev, self.device_port, self.dir / "image",
+                                          self.emulator, board=self.board_name, tls=self.tls,
+                                          ca_der=pki.ca_der() if pki else None,
                                           simulated_sensors=self.simulated_sensors, **self.overrides)
         broker.add_user(self.dev, self.cfg["mqtt"]["password"])
         broker.reload()
@@ -57,7 +71,7 @@ class ChipSystem:
             self.flash_with_esptool(flash)
         else:
             flash.write_bytes(self.merged.read_bytes())
-        self.board = EmulatedBoard(flash, emulator=self.emulator, forwards=(broker.port,),
+        self.board = EmulatedBoard(flash, emulator=self.emulator, forwards=(self.device_port,),
                                    log=self.dir / "qemu.log", name=self.dev, board=self.board_name)
         self.board.start()
         return self

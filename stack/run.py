@@ -29,6 +29,7 @@ from .devices import device_config, write_device
 from .intake import Intake
 from .mosquitto import Mosquitto, MosquittoMissing
 from .procs import StartError, stop_all
+from .tls import LoopbackPKI
 from .vboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,16 +68,21 @@ class Stack:
         self.watcher: mqtt.Client | None = None
 
     # -- pieces --------------------------------------------------------------------------------
-    def start_broker(self) -> None:
+    def start_broker(self, pki: LoopbackPKI | None = None) -> None:
+        """With `pki`, a TLS listener beside the plain one (devices on TLS, services on loopback)."""
         self.bridge_pw = secrets.token_urlsafe(18)
         self.watch_pw = secrets.token_urlsafe(18)
         self.broker = Mosquitto(self.dir / "broker", users={"bridge": self.bridge_pw, "watcher": self.watch_pw},
-                                bridge_users=("bridge",), observer_users=("watcher",))
+                                bridge_users=("bridge",), observer_users=("watcher",),
+                                tls_cert=pki.server_cert if pki else None, tls_key=pki.server_key if pki else None,
+                                tls_ca=pki.ca_cert if pki else None)
         for s in self.sites:
             self.broker.users[s["cfg"]["dev"]] = s["cfg"]["mqtt"]["password"]
         self.broker.write_config()
         self.broker.start()
         say(f"  broker     mqtt://127.0.0.1:{self.broker.port}  (Mosquitto, per-device passwords and ACL)")
+        if pki:
+            say(f"  broker     mqtts://127.0.0.1:{self.broker.tls_port}  (TLS, certificate from {pki.ca_cert.name})")
 
     def start_intake(self) -> None:
         self.intake = Intake(self.dir / "intake.db").start()
