@@ -78,8 +78,12 @@ def status(args):
 def heap(args):
     a = _app
     gc.collect()
-    return {"free": gc.mem_free(), "alloc": gc.mem_alloc(), "peak": a.heap_peak,
-            "base": a.heap_base, "data_peak": a.heap_peak - a.heap_base, "lowmem": a.memory_errors()}
+    out = {"free": gc.mem_free(), "alloc": gc.mem_alloc(), "peak": a.heap_peak,
+           "base": a.heap_base, "data_peak": a.heap_peak - a.heap_base, "lowmem": a.memory_errors()}
+    sys_heap = a.board.system_heap()  # where Wi-Fi, lwIP and TLS sessions live, outside the GC heap
+    if sys_heap:
+        out["sys_free"], out["sys_largest"] = sys_heap
+    return out
 
 
 def outbox(args):

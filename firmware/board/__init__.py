@@ -24,6 +24,9 @@
 #   raise_clock(floor) -> bool  set the clock to `floor` (Unix seconds) if it reads earlier, never
 #                      raises; the clock is not synced by it (events carry no time until NTP)
 #   wall_clock_synced() -> bool;  sync_time(server) -> bool, never raises
+# Memory
+#   system_heap() -> (free, largest free block) in bytes of the heap outside MicroPython's (Wi-Fi,
+#                      lwIP, TLS sessions), or None where there is none to report
 # Watchdog and reset
 #   wdt_start(timeout_ms), wdt_feed(), reboot() (a hard reset; never returns)
 # Test rig (called only by rig.py, which is registered only when the rig is enabled)

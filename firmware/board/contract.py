@@ -3,5 +3,5 @@
 ATTRIBUTES = ("name", "chip", "sensors", "pins", "reset_cause", "rig_always")
 METHODS = ("setup", "console_reader", "console_write", "button_pressed", "led", "buzzer", "i2c",
            "gps_uart", "smoke_adc", "battery_adc", "tamper_pin", "isconnected", "connect_network",
-           "restart_network", "rssi", "raise_clock", "wall_clock_synced", "sync_time", "wdt_start",
-           "wdt_feed", "reboot", "rig_button", "rig_network", "rig_sensors")
+           "restart_network", "rssi", "raise_clock", "wall_clock_synced", "sync_time", "system_heap",
+           "wdt_start", "wdt_feed", "reboot", "rig_button", "rig_network", "rig_sensors")

@@ -229,6 +229,15 @@ class Board:
         except Exception:
             return False
 
+    def system_heap(self):
+        """ESP-IDF's data heap: MicroPython's heap grows into it and never gives it back, and a TLS
+        session needs tens of KB of it at once."""
+        try:
+            regions = esp32.idf_heap_info(esp32.HEAP_DATA)
+            return sum(r[1] for r in regions), max(r[2] for r in regions)
+        except Exception:
+            return None
+
     # -- watchdog, reset ----------------------------------------------------------------------
     def wdt_start(self, timeout_ms):
         self._wdt = machine.WDT(timeout=timeout_ms)

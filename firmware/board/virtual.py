@@ -97,6 +97,9 @@ class Board:
     def rssi(self):
         return None
 
+    def system_heap(self):
+        return None  # the host's memory is not the device's
+
     def raise_clock(self, floor):
         return False  # the host's clock is set, and not ours to move
 

@@ -48,6 +48,11 @@ def test_the_clock_is_raised_to_the_floor_and_the_chip_connects_over_tls(chip):
     assert floor["state"] == "floor" and floor["ts"] == json.loads(board.files()["/device.json"])["clock_floor"]
     board.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "connected", CHIP_S)
     assert chip.cfg["mqtt"]["tls"] is True and chip.cfg["mqtt"]["port"] == chip.stack._broker().tls_port
+    # the system heap, where the TLS session lives, reported beside MicroPython's
+    heap = board.request("heap", timeout=30)
+    assert 0 < heap["sys_largest"] <= heap["sys_free"], heap
+    print(f"online over TLS: heap free {heap['free']}, system heap free {heap['sys_free']} "
+          f"(largest block {heap['sys_largest']})")
 
 
 @traffic
