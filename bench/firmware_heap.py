@@ -119,7 +119,8 @@ def chip_scenario(board: str, dev: str, presses: int = 3) -> dict:
             if not presses:
                 time.sleep(20)  # online and idle: telemetry, keepalives
             end = b.request("heap", timeout=60)
-            return dict(end, online=online["alloc"], boot_free=at_boot["free"], boot_alloc=at_boot["alloc"])
+            return dict(end, online=online["alloc"], boot_free=at_boot["free"], boot_alloc=at_boot["alloc"],
+                        online_sys=(online.get("sys_free"), online.get("sys_largest")))
         finally:
             chip.down()
 
@@ -132,6 +133,11 @@ def report_chip(h: dict) -> None:
     print(f"  sampled peak                  {h['peak'] / 1024:6.1f} KB")
     print(f"  live after the scenario       {h['alloc'] / 1024:6.1f} KB, free {h['free'] / 1024:.1f} KB")
     print(f"  memory errors ridden out      {h['lowmem']:6d}")
+    # ESP-IDF's own heap, where Wi-Fi, lwIP and a TLS session live: what the GC heap left them.
+    for label, (free, largest) in (("online", h["online_sys"]), ("after the scenario",
+                                                                  (h.get("sys_free"), h.get("sys_largest")))):
+        if free is not None:
+            print(f"  system heap {label + ':':20s}free {free / 1024:.1f} KB, largest block {largest / 1024:.1f} KB")
 
 
 def report(h: dict) -> None:
