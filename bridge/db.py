@@ -39,12 +39,16 @@ CREATE TABLE IF NOT EXISTS device_state (
     fw TEXT, boot INTEGER, rssi INTEGER, batt_pct REAL, batt_v REAL,
     heap_free INTEGER, outbox INTEGER,
     highest_ctr INTEGER,
-    cmd_ctr INTEGER NOT NULL DEFAULT 0
+    cmd_ctr INTEGER NOT NULL DEFAULT 0,
+    epoch TEXT,
+    epoch_at REAL,
+    epoch_prev TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     dev TEXT NOT NULL,
+    ep TEXT NOT NULL DEFAULT '',
     ctr INTEGER NOT NULL,
     type TEXT NOT NULL,
     cause TEXT NOT NULL,
@@ -56,9 +60,9 @@ CREATE TABLE IF NOT EXISTS events (
     stage TEXT NOT NULL DEFAULT 'stored',
     stage_at REAL,
     incident TEXT,
-    reason TEXT
+    reason TEXT,
+    late TEXT
 );
-CREATE INDEX IF NOT EXISTS events_dev ON events(dev, ctr);
 CREATE INDEX IF NOT EXISTS events_recv ON events(received_at);
 CREATE INDEX IF NOT EXISTS events_ref ON events(ref);
 CREATE INDEX IF NOT EXISTS events_building ON events(building, received_at);
@@ -100,6 +104,29 @@ CREATE TABLE IF NOT EXISTS meta (
     v TEXT
 );
 """
+# Columns added since the first schema: a database made before them gets them on open.
+ADDED_COLUMNS = (
+    ("events", "ep", "TEXT NOT NULL DEFAULT ''"),  # the install's epoch ('' before epochs)
+    ("events", "late", "TEXT"),  # why an event was stored late (below its epoch's highest counter)
+    ("device_state", "epoch", "TEXT"),  # the device's current install
+    ("device_state", "epoch_at", "REAL"),  # when it began (first event of the install stored)
+    ("device_state", "epoch_prev", "TEXT"),  # the install before it, when the device was re-flashed
+)
+INDEXES = """
+CREATE INDEX IF NOT EXISTS events_dev_ep ON events(dev, ep, ctr);
+"""
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, column, decl in ADDED_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            except sqlite3.OperationalError as e:  # another process on this database added it first
+                if "duplicate column" not in str(e):
+                    raise
+    conn.executescript(INDEXES)
 
 
 def connect(path: str | Path, durable: bool = True, readonly: bool = False) -> sqlite3.Connection:
@@ -117,4 +144,5 @@ def connect(path: str | Path, durable: bool = True, readonly: bool = False) -> s
     conn.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
     conn.execute("PRAGMA busy_timeout=30000")
     conn.executescript(SCHEMA)
+    _migrate(conn)
     return conn

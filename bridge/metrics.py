@@ -11,8 +11,12 @@ class Metrics:
         self.received = Counter("baochay_received", "Messages received from devices", ["kind"], registry=r)
         self.rejected = Counter("baochay_rejected", "Messages rejected, by reason", ["reason"], registry=r)
         self.duplicates = Counter("baochay_duplicates", "Events received again (re-acked)", registry=r)
-        self.replays = Counter("baochay_replays", "Old events replayed (rejected, never forwarded)",
-                               registry=r)
+        self.conflicts = Counter("baochay_conflicts", "Events refused: a stored event's id with other bytes",
+                                 registry=r)
+        self.late = Counter("baochay_late", "Events stored and forwarded late (below their install's highest "
+                            "counter)", registry=r)
+        self.new_epochs = Counter("baochay_new_epochs", "Devices that began a new install (re-flashed, "
+                                  "counter started again)", registry=r)
         self.stored = Counter("baochay_stored", "Events stored durably", registry=r)
         self.acks = Counter("baochay_acks", "Acks published to devices", ["stage"], registry=r)
         self.deliveries = Counter("baochay_deliveries", "Delivery attempts by outcome", ["sink", "outcome"],

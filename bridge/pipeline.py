@@ -6,7 +6,7 @@ On the MQTT thread (bridge/service.py hands every event publish to `admit`):
   3. parse       stages/parse.py         the authentic body is a valid event (docs/protocol.md section 4)
   4. device      stages/authenticate.py  the body names the topic's device
 In the store writer (bridge/workers/store_writer.py), one transaction per batch:
-  5. classify    stages/authenticate.py  new, duplicate or replay; new events are stored with one outbox
+  5. classify    stages/authenticate.py  new, late, duplicate or conflict; new and late events are stored with one outbox
                                          row per sink, then acked `stored` (stages/ack.py)
 In each delivery worker (bridge/workers/delivery.py), per outbox row, by `report_for`:
   6. verify      stages/verify.py        confidence and reasons, from the facts around the event
@@ -38,8 +38,9 @@ def admit(topic: str, payload: bytes, key_lookup, max_payload: int = protocol.MA
 
 
 def report_for(event: dict, device: Device, ctx: verify.Context, received_at: float, incident_key: str,
-               location: enrich.LocationPolicy, incident_id: str | None = None) -> Report:
+               location: enrich.LocationPolicy, incident_id: str | None = None,
+               late: str | None = None) -> Report:
     """A stored event -> the Report for a sink: verify, then enrich."""
     confidence, reasons = verify.assess(event, ctx)
     return enrich.build_report(event, device, received_at, incident_key, confidence, reasons, location,
-                               incident_id=incident_id)
+                               incident_id=incident_id, late=late)

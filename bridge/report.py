@@ -54,6 +54,7 @@ class Report:
     reasons: tuple[str, ...] = ()
     readings: dict = field(default_factory=dict)
     incident_id: str | None = None  # the 114 incident id once the intake has given one
+    late: str | None = None  # why it arrives out of order (stored after a later event of its device)
 
     @property
     def is_update(self) -> bool:

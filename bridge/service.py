@@ -20,7 +20,7 @@ from .ingest import MqttLink
 from .metrics import Metrics
 from .registry import Registry
 from .stages.ack import ack_frame, ack_topic
-from .stages.authenticate import DUPLICATE, NEW
+from .stages.authenticate import DUPLICATE, LATE, NEW
 from .stages.deliver import DeliveryPolicy
 from .stages.enrich import LocationPolicy
 from .stages.parse import read_object
@@ -35,10 +35,6 @@ from .workers.supervision import Presence, Ticker, apply_birth, apply_telemetry,
 SWITCH_INTERVAL_S = 0.0005
 # After a (re)start, recent events get their current stage acked again (see _reannounce).
 REANNOUNCE_S = 600
-# Several bridge processes on one database (mqtt.shared_group set; docs/operator-guide.md): one device's
-# events may reach two processes and commit out of order, so a never-stored event this far behind the
-# device's highest counter is late, not replayed (a device's outbox holds 64 events by default).
-SHARED_REORDER_WINDOW = 64
 
 log = logging.getLogger("bridge")
 lifecycle = logging.getLogger("bridge.lifecycle")
@@ -67,8 +63,7 @@ class Bridge:
         self.shared = bool(cfg["mqtt"].get("shared_group"))
         self.writer = StoreWriter(cfg["db"], self.sinks, self._on_stored,
                                   batch_max=int(cfg["store"]["batch_max"]), on_commit=self._on_commit,
-                                  building_of=self._building,
-                                  reorder_window=SHARED_REORDER_WINDOW if self.shared else 0)
+                                  building_of=self._building)
         d, loc, ver = cfg["delivery"], cfg["location"], cfg["verify"]
         policy = DeliveryPolicy(max_age_s=float(d["max_age_s"]), backoff_initial_s=float(d["backoff_initial_s"]),
                                 backoff_max_s=float(d["backoff_max_s"]), jitter=float(d["jitter"]))
@@ -222,19 +217,30 @@ class Bridge:
         self.metrics.store_queue.set(self.writer.backlog())
 
     def _on_stored(self, res: StoredResult) -> None:
-        if res.verdict == NEW:
+        if res.verdict in (NEW, LATE):
             self._counts["stored"] += 1
             self.metrics.stored.inc()
             self._publish_ack(res.dev, res.event_id, "stored", None, None)
             for w in self.workers:
                 w.wake.set()
+            if res.late:
+                self.metrics.late.inc()
+                log.warning("event stored late", extra={"device": res.dev, "event": res.event_id,
+                                                        "detail": res.late})
+            if res.new_epoch is not None:
+                self.metrics.new_epochs.inc()
+                log.warning("device began a new install: re-flashed or its filesystem wiped; its counter "
+                            "starts again", extra={"device": res.dev, "event": res.event_id,
+                                                   "detail": f"epoch {res.new_epoch or '(none)'} -> "
+                                                             f"{(res.event or {}).get('ep') or '(none)'}"})
         elif res.verdict == DUPLICATE:
             self.metrics.duplicates.inc()
             self._publish_ack(res.dev, res.event_id, res.stage or "stored", res.incident, res.reason)
         else:
-            self.metrics.replays.inc()
-            self.metrics.rejected.labels("replay").inc()
-            log.warning("replayed event rejected", extra={"device": res.dev, "event": res.event_id})
+            self.metrics.conflicts.inc()
+            self.metrics.rejected.labels("conflict").inc()
+            log.warning("event refused: its id is stored with other bytes", extra={"device": res.dev,
+                                                                                   "event": res.event_id})
 
     def _publish_ack(self, dev: str, event_id: str, stage: str, incident, reason) -> None:
         key = self._key(dev)

@@ -9,6 +9,7 @@ import time
 from . import db
 
 OPEN_ALARM_WINDOW_S = 24 * 3600
+NEW_INSTALL_SHOWN_S = 7 * 24 * 3600  # how long a re-flash stays marked in the device list
 
 
 def _ago(ts, now) -> str:
@@ -39,9 +40,10 @@ def collect(conn: sqlite3.Connection, now: float | None = None) -> dict:
     meta = {r["k"]: r["v"] for r in conn.execute("SELECT k, v FROM meta")}
     devices = [dict(r) for r in conn.execute(
         "SELECT d.id, d.building, d.floor, d.room, d.supervision, s.online, s.state_reason, s.last_seen,"
-        " s.batt_pct, s.rssi, s.fw FROM devices d LEFT JOIN device_state s ON s.id=d.id ORDER BY d.id")]
+        " s.batt_pct, s.rssi, s.fw, s.epoch, s.epoch_at, s.epoch_prev"
+        " FROM devices d LEFT JOIN device_state s ON s.id=d.id ORDER BY d.id")]
     alarms = [dict(r) for r in conn.execute(
-        "SELECT e.id, e.dev, e.type, e.cause, e.received_at, e.stage, e.incident, e.reason FROM events e"
+        "SELECT e.id, e.dev, e.type, e.cause, e.received_at, e.stage, e.incident, e.reason, e.late FROM events e"
         " WHERE e.type IN ('alarm','prealarm') AND e.received_at>?"
         " AND NOT EXISTS (SELECT 1 FROM events c WHERE c.incident_key=e.incident_key AND c.type='cancel')"
         " ORDER BY e.received_at DESC LIMIT 50", (now - OPEN_ALARM_WINDOW_S,))]
@@ -79,13 +81,17 @@ def render(data: dict) -> str:
         state = "online" if d["online"] else ("offline" if d["online"] is not None else "unknown")
         batt = f"{d['batt_pct']:g} %" if d["batt_pct"] is not None else "-"
         rssi = f"{d['rssi']} dBm" if d["rssi"] is not None else "-"
-        rows.append([d["id"], state, _ago(d["last_seen"], now), batt, rssi, d["supervision"], where])
-    lines += _table(["device", "state", "last seen", "battery", "rssi", "class", "where"], rows)
+        install = d["epoch"] or ""
+        if d["epoch_prev"] is not None and d["epoch_at"] and now - d["epoch_at"] < NEW_INSTALL_SHOWN_S:
+            install += f" NEW {_ago(d['epoch_at'], now)} (was {d['epoch_prev'] or 'before epochs'})"
+        rows.append([d["id"], state, _ago(d["last_seen"], now), batt, rssi, d["supervision"], install, where])
+    lines += _table(["device", "state", "last seen", "battery", "rssi", "class", "install", "where"], rows)
     lines.append("")
     lines.append(f"OPEN ALARMS ({len(data['alarms'])}, last 24 h, not cancelled)")
     lines += _table(["event", "type", "cause", "received", "stage", "incident / reason"],
-                    [[a["id"], a["type"], a["cause"], _ago(a["received_at"], now), a["stage"],
-                      a["incident"] or a["reason"] or ""] for a in data["alarms"]])
+                    [[a["id"], a["type"], a["cause"], _ago(a["received_at"], now),
+                      a["stage"] + (" (late)" if a["late"] else ""), a["incident"] or a["reason"] or ""]
+                     for a in data["alarms"]])
     lines.append("")
     lines.append("SINKS")
     lines += _table(["sink", "backlog", "accepted", "failed", "last error"],

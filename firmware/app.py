@@ -4,6 +4,7 @@
 import asyncio
 import gc
 import sys
+from os import urandom
 
 import commands
 from callpoint import CallPoint, Debouncer
@@ -69,7 +70,7 @@ class App:
         self.rig = bool(cfg["test_rig"]) or b.rig_always
         self._wire(cfg)
         self.console.emit("boot", dev=self.dev, fw=self.FW_VERSION, board=b.name, boot=boot,
-                          reset_cause=b.reset_cause)
+                          reset_cause=b.reset_cause, ep=self.ep)
         if floored:
             self.console.emit("clock", state="floor", ts=cfg["clock_floor"])
         self.indicator.show("idle", ticks_ms())
@@ -101,14 +102,15 @@ class App:
         from sign import Signer
 
         self.signer = Signer(cfg["key_bytes"])
-        self.events = EventFactory(self.dev, self.signer, self.counters, self.clock)
+        self.ep = self.counters.epoch(urandom)
+        self.events = EventFactory(self.dev, self.signer, self.counters, self.clock, self.ep)
         self.outbox = Outbox(self.dir + "/outbox", cfg["outbox_max"])
         self.cp = CallPoint(cfg["hold_cancel_ms"], cfg["cancel_window_s"])
         self.debounce = Debouncer(cfg["debounce_ms"])
         t = topic(self.dev, "event")
         # Before sensing starts: a detector's config fault is an event, and needs somewhere to go.
         self.delivery = Delivery(self.dev, self.outbox, lambda f: self.mq.publish(t, f, qos=1),
-                                 self.console.emit, self._on_stage, lambda: self.mq.connected)
+                                 self.console.emit, self._on_stage, lambda: self.mq.connected, self.ep)
         commands.register(self, self.console)
         if self.rig:
             import rig
@@ -218,7 +220,7 @@ class App:
         try:
             msg = check_message(open_frame(payload, self.signer.hexmac))
             if t == topic(self.dev, "ack"):
-                self.delivery.ack(*check_ack(msg, self.dev))
+                self.delivery.ack(*check_ack(msg, self.dev, self.ep))
             elif t == topic(self.dev, "cmd"):
                 commands.remote(msg)
         except Refused as e:

@@ -88,7 +88,7 @@ def heap(args):
 
 def outbox(args):
     a = _app
-    return {"ids": [event_id(a.dev, n) for n in a.delivery.pending()], "evicted": a.outbox.evicted}
+    return {"ids": [event_id(a.dev, n, a.delivery.ep) for n in a.delivery.pending()], "evicted": a.outbox.evicted}
 
 
 def indicator(args):

@@ -14,12 +14,13 @@ STAGES_KEPT = 8  # event stages remembered; the active alarm's is the one shown
 
 
 class Delivery:
-    def __init__(self, dev, outbox, publish, emit, on_stage, online=None):
+    def __init__(self, dev, outbox, publish, emit, on_stage, online=None, ep=None):
         """publish(frame) -> awaitable bool (True once the broker took it, QoS 1);
         emit(ev, **fields) writes a console line; on_stage(eid, stage, incident) hears progress;
         online() -> bool: whether a publish can succeed now (None: always try)."""
         self._online = online
         self.dev = dev
+        self.ep = ep  # the install's epoch (protocol.event_id)
         self.outbox = outbox
         self._publish = publish
         self._emit = emit
@@ -96,7 +97,7 @@ class Delivery:
             if ok:
                 self._sent_at[ctr] = ticks_ms()
                 if at is None:
-                    eid = event_id(self.dev, ctr)
+                    eid = event_id(self.dev, ctr, self.ep)
                     self._emit("sent", id=eid)
                     self.progress(eid, "sent")
         if sent:
@@ -105,7 +106,7 @@ class Delivery:
             gc.collect()
 
     def ack(self, eid, stage, incident=None, reason=None):
-        """An authentic ack (protocol.check_ack has vetted it)."""
+        """An authentic ack of this install (protocol.check_ack has vetted it, epoch included)."""
         line = {"id": eid, "stage": stage}
         if incident:
             line["incident"] = incident

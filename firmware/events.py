@@ -4,8 +4,9 @@ from protocol import TYPES, dumps, event_body, frame
 
 
 class EventFactory:
-    def __init__(self, dev, signer, counters, clock):
+    def __init__(self, dev, signer, counters, clock, ep=None):
         self.dev = dev
+        self.ep = ep  # the install's epoch: part of every event id, signed with the body
         self.signer = signer
         self.counters = counters
         self.clock = clock
@@ -18,7 +19,7 @@ class EventFactory:
         # sent anywhere: a heap too full to build it (the app tries again later) uses up no numbers.
         ctr = self.counters.get("ctr") + 1
         c = self.clock
-        body = event_body(self.dev, ctr, type, cause, c.unix(), c.uptime_ms(), c.boot, loc, data, ref)
+        body = event_body(self.dev, ctr, type, cause, c.unix(), c.uptime_ms(), c.boot, loc, data, ref, self.ep)
         signed = frame(dumps(body), self.signer.hexmac)
         self.counters.set("ctr", ctr)
         return ctr, body["id"], signed

@@ -4,6 +4,7 @@
 import os
 
 from compat import makedirs
+from protocol import EPOCH_LEN, valid_epoch
 
 
 class Counters:
@@ -32,6 +33,31 @@ class Counters:
             f.write(str(value))
         os.rename(tmp, self._path(name))
         self._cache[name] = value
+
+    def epoch(self, fresh):
+        """This install's epoch (protocol.EPOCH_LEN hex digits), drawn at random the first time, on a
+        fresh filesystem, and kept. fresh(n) -> n random bytes. When flash refuses to keep it, the
+        epoch lives for this boot only: the next boot draws another, and its counter goes on, so an
+        (epoch, counter) pair is still never used twice."""
+        ep = self._cache.get("epoch")
+        if ep:
+            return ep
+        try:
+            with open(self._path("epoch")) as f:
+                ep = f.read().strip()
+        except OSError:
+            ep = ""
+        if not valid_epoch(ep):
+            ep = "".join("%02x" % b for b in fresh(EPOCH_LEN // 2))
+            try:
+                tmp = self._path("epoch") + ".tmp"
+                with open(tmp, "w") as f:
+                    f.write(ep)
+                os.rename(tmp, self._path("epoch"))
+            except OSError:
+                pass
+        self._cache["epoch"] = ep
+        return ep
 
     def next(self, name):
         """Increment and persist before returning, so a value is never handed out twice."""

@@ -19,8 +19,21 @@ def topic(dev, kind):
     return PREFIX + dev + "/" + kind
 
 
-# -- device ids and event ids --------------------------------------------------------------
-def event_id(dev, ctr):
+# -- device ids, install epochs and event ids --------------------------------------------------
+# An epoch names one install: the device draws it at random at its first boot on a fresh filesystem
+# (a new flash, a re-flash), when its counter starts again at 1. The bridge keeps its replay state
+# per epoch, so a re-flashed device's alarms are new, not replays. Lower-case hex, EPOCH_LEN long.
+EPOCH_LEN = 8
+
+
+def valid_epoch(ep):
+    return isinstance(ep, str) and len(ep) == EPOCH_LEN and not ep.strip("0123456789abcdef")
+
+
+def event_id(dev, ctr, ep=None):
+    """<dev>-<epoch>-<ctr as 8 digits>; without an epoch (firmware before epochs) <dev>-<ctr>."""
+    if ep:
+        return "%s-%s-%08d" % (dev, ep, ctr)
     return "%s-%08d" % (dev, ctr)
 
 
@@ -169,10 +182,12 @@ def loads_object(body):
 
 
 # -- event bodies (the field rules a receiver checks are in protocol_host.py) -------------------------
-def event_body(dev, ctr, type, cause, ts, up, boot, loc, data=None, ref=None):
+def event_body(dev, ctr, type, cause, ts, up, boot, loc, data=None, ref=None, ep=None):
     """The body dict of one event, fields in the order they go on the wire."""
-    body = {"v": VERSION, "id": event_id(dev, ctr), "dev": dev, "ctr": ctr, "type": type,
+    body = {"v": VERSION, "id": event_id(dev, ctr, ep), "dev": dev, "ctr": ctr, "type": type,
             "cause": cause, "ts": ts, "up": up, "boot": boot, "loc": loc, "data": data or {}}
+    if ep:
+        body["ep"] = ep
     if ref:
         body["ref"] = ref
     return body
@@ -195,11 +210,15 @@ def check_message(body):
     return msg
 
 
-def check_ack(msg, dev):
-    """An ack for device `dev` -> (event id, stage, incident or None, reason or None)."""
+def check_ack(msg, dev, ep=None):
+    """An ack for device `dev` in install `ep` -> (event id, stage, incident or None, reason or None).
+    The id binds the ack to one frame of this install: an ack for an earlier install's event (the
+    same counter, before a re-flash) is refused as "other-epoch" and can never clear a new alarm."""
     eid = msg.get("id")
     if not isinstance(eid, str) or not eid.startswith(dev + "-") or ctr_of(eid) < 0:
         raise Refused("bad-field", "id must be an event id of this device")
+    if eid != event_id(dev, ctr_of(eid), ep):
+        raise Refused("other-epoch", eid[len(dev) + 1:][:24])
     stage = msg.get("stage")
     if stage not in ACK_STAGES:
         raise Refused("bad-field", "stage must be one of " + ",".join(ACK_STAGES))

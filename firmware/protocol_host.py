@@ -125,10 +125,14 @@ def check_event(ev, dev=None):
     _need(ev, "dev", valid_id(d), "a device id")
     ctr = _get(ev, "ctr")
     _need(ev, "ctr", _int(ctr) and 0 <= ctr <= CTR_MAX, "a non-negative int")
+    ep = _get(ev, "ep")
+    if "ep" in ev:
+        _need(ev, "ep", p.valid_epoch(ep), "%d lower-case hex digits" % p.EPOCH_LEN)
     eid = _get(ev, "id")
     _need(ev, "id", isinstance(eid, str), "a string")
-    if eid != p.event_id(d, ctr):
-        raise p.Refused("bad-field", "id must be <dev>-<ctr as 8 digits>")
+    if eid != p.event_id(d, ctr, ep):
+        raise p.Refused("bad-field", "id must be <dev>-<ep>-<ctr as 8 digits>" if ep else
+                        "id must be <dev>-<ctr as 8 digits>")
     t = _get(ev, "type")
     _need(ev, "type", t in p.TYPES, "an event type")
     c = _get(ev, "cause")

@@ -198,6 +198,7 @@ def check_report(body: object) -> dict:
     if body.get("readings") is not None and not isinstance(body["readings"], dict):
         c.fail("readings", "must be an object")
     _check_media(c, body)
+    c.text(body, "late", "late")
     ref = body.get("references")
     if event_type in ("cancel", "restore") and ref is None:
         c.fail("references", f"is required for event_type {event_type}: the event id of the report it updates")
@@ -231,6 +232,7 @@ def check_update(body: object) -> dict:
     c.string_list(body, "reasons", "reasons")
     if body.get("readings") is not None and not isinstance(body["readings"], dict):
         c.fail("readings", "must be an object")
+    c.text(body, "late", "late")
     if c.errors:
         raise Invalid(c.errors)
     return body

@@ -22,6 +22,7 @@ from firmware.protocol import PREFIX  # noqa: E402  (the one constant taken from
 
 OUT = ROOT / "docs" / "protocol-vectors.json"
 
+EP = "5eed0001"  # an install epoch (docs/protocol.md section 4)
 KEYS = {  # device id -> its 32-byte key, hex (test keys: never provisioned anywhere)
     "hn-a-0001": bytes(range(32)).hex(),
     "hcm-s-0002": bytes(range(32, 64)).hex(),
@@ -89,6 +90,10 @@ def events() -> list:
         ("alarm-clock-not-synced", ev(A, 20, "alarm", "button", ts=None)),
         ("fault-detail-in-vietnamese", ev(A, 21, "fault", "config", data={"detail": "Tầng 3: cấu hình hỏng"})),
         ("counter-zero", ev(A, 0, "test", "selftest")),
+        # Firmware with install epochs: <dev>-<epoch>-<ctr>, the epoch signed in the body too.
+        ("alarm-with-install-epoch", ev(A, 1, "alarm", "button", ep=EP, id=f"{A}-{EP}-00000001")),
+        ("cancel-with-install-epoch", ev(A, 2, "cancel", "button", ref=f"{A}-{EP}-00000001", ep=EP,
+                                         id=f"{A}-{EP}-00000002")),
     ]
     for name, e in good:
         out.append(frame_vector(name, "event", e["dev"], sign(KEYS[e["dev"]], body(e)), ok_event(e)))
@@ -139,6 +144,12 @@ def events() -> list:
         ("refused-cancel-cause-too-long", ev(A, 33, "cancel", "b" * 33, ref=f"{A}-00000017"), "bad-field"),
         ("refused-ref-to-itself", ev(A, 34, "cancel", "button", ref=f"{A}-00000034"), "bad-field"),
         ("refused-ref-to-another-device", ev(A, 35, "cancel", "button", ref=f"{S}-00000001"), "bad-field"),
+        ("refused-epoch-upper-case", ev(A, 3, "alarm", "button", ep=EP.upper(), id=f"{A}-{EP.upper()}-00000003"),
+         "bad-field"),
+        ("refused-epoch-too-short", ev(A, 3, "alarm", "button", ep=EP[:6], id=f"{A}-{EP[:6]}-00000003"), "bad-field"),
+        ("refused-epoch-not-in-id", ev(A, 3, "alarm", "button", ep=EP), "bad-field"),
+        ("refused-id-with-another-epoch", ev(A, 3, "alarm", "button", ep=EP, id=f"{A}-00c0ffee-00000003"),
+         "bad-field"),
     ]
     for name, e, reason in bad_bodies:
         out.append(frame_vector(name, "event", A, sign(KEYS[A], body(e)), refused(reason)))
@@ -169,11 +180,15 @@ def acks() -> list:
         ("ack-failed-with-reason", dict(eid=f"{A}-00000017", stage="failed", reason="no answer from 114 within 100 s")),
         ("ack-failed-reason-in-vietnamese", dict(eid=f"{A}-00000017", stage="failed", reason="114 từ chối")),
     ]
-    for name, a in good:
+    # ep: the install the device is in when it checks the ack (none: firmware before epochs)
+    good += [("ack-stored-for-this-install", dict(eid=f"{A}-{EP}-00000001", stage="stored"), EP)]
+    for name, a, *ep in good:
         b = ack(**a)
         expect = {"ok": True, "ack": {"id": b["id"], "stage": b["stage"], "incident": b.get("incident"),
                                       "reason": b.get("reason")}}
         v = frame_vector(name, "ack", A, sign(KEYS[A], body(b)), expect)
+        if ep:
+            v["ep"] = ep[0]
         v["built_from"] = dict(a, ts=b["ts"])  # ack_frame(key, eid, stage, incident, reason, ts) makes these bytes
         out.append(v)
     bad = [
@@ -185,6 +200,13 @@ def acks() -> list:
     ]
     for name, b, reason in bad:
         out.append(frame_vector(name, "ack", A, sign(KEYS[A], body(b)), refused(reason)))
+    # An ack binds to one install's frame: after a re-flash the counter starts again, and an ack for
+    # the earlier install's event of the same number must not clear the new one.
+    for name, eid in (("ack-refused-earlier-install", f"{A}-00c0ffee-00000001"),
+                      ("ack-refused-before-epochs", f"{A}-00000001")):
+        v = frame_vector(name, "ack", A, sign(KEYS[A], body(ack(eid, "stored"))), refused("other-epoch"))
+        v["ep"] = EP
+        out.append(v)
     out.append(frame_vector("ack-refused-wrong-key", "ack", A, sign(WRONG_KEY, body(ack(f"{A}-00000017", "stored"))),
                             refused("bad-signature")))
     out.append(frame_vector("ack-refused-not-json", "ack", A, sign(KEYS[A], b"stored"), refused("bad-json")))

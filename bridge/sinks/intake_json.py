@@ -79,13 +79,15 @@ def report_body(report: Report, incident_type: str = "fire", with_references: bo
     }
     if with_references:
         body["references"] = report.references
+    if report.late:
+        body["late"] = report.late
     return body
 
 
 def update_body(report: Report) -> dict:
     """The POST /v1/incidents/{id}/updates body for a cancel, restore or escalation."""
     kind = UPDATE_KIND[report.type]
-    return {
+    body = {
         "kind": kind,
         "reason": "; ".join(report.reasons) or DEFAULT_REASON[kind],
         "occurred_at": rfc3339(report.occurred_at),
@@ -96,6 +98,9 @@ def update_body(report: Report) -> dict:
         "confidence": _unit(report.confidence),
         "readings": dict(report.readings),
     }
+    if report.late:
+        body["late"] = report.late
+    return body
 
 
 class IntakeJsonSink:

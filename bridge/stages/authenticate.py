@@ -1,4 +1,4 @@
-"""Stage 2, authenticate: is this frame from the device it claims, and is it new, a duplicate or a replay?
+"""Stage 2, authenticate: is this frame from the device it claims, and is it new, late, a duplicate or a conflict?
 
 `check_signature` runs on the MQTT thread (cheap: one HMAC). `classify` runs in the store writer, the
 single place that knows what is stored, so two copies of one event can never both count as new.
@@ -13,7 +13,8 @@ from firmware.protocol import Refused
 
 from .parse import Frame
 
-NEW, DUPLICATE, REPLAY = "new", "duplicate", "replay"
+# new and late are stored and forwarded; a duplicate is acked again; a conflict is refused.
+NEW, LATE, DUPLICATE, CONFLICT = "new", "late", "duplicate", "conflict"
 
 
 def check_signature(frame: Frame, key_lookup) -> None:
@@ -35,20 +36,17 @@ def check_device(frame: Frame, event: dict) -> None:
         raise Refused("device-mismatch")
 
 
-def classify(body: bytes, ctr: int, stored_body: bytes | None, highest_ctr: int | None,
-             reorder_window: int = 0) -> str:
-    """docs/protocol.md section 4 'Delivery and replay rules'.
+def classify(body: bytes, ctr: int, stored_body: bytes | None, highest_ctr: int | None) -> str:
+    """docs/protocol.md section 4 'Delivery and replay rules', within one install (epoch).
 
-    stored_body: the body stored under this event id, if any; highest_ctr: the device's highest stored.
-    reorder_window: 0 (one bridge) applies the rule strictly. With N > 0 (several bridges on a shared
-    subscription, where one device's events may reach two processes and commit out of order), an event
-    whose id was never stored and whose counter is at most N behind the highest is new: it was
-    overtaken, not replayed (a replayed stored event is a duplicate).
+    stored_body: the body stored under this event id, if any; highest_ctr: the highest counter stored
+    for the device's epoch. A correctly signed event that was never stored is always kept: above the
+    highest it is new; at or below it, late (a lost frame sent again later, or two bridges committing
+    out of order), forwarded all the same and marked so. Replaying a stored event gains nothing: it is
+    a duplicate, acked again and never forwarded twice. The same id with other bytes is a conflict.
     """
-    if stored_body is not None and hmac.compare_digest(stored_body, body):
-        return DUPLICATE
-    if stored_body is None and (highest_ctr is None or ctr > highest_ctr):
+    if stored_body is not None:
+        return DUPLICATE if hmac.compare_digest(stored_body, body) else CONFLICT
+    if highest_ctr is None or ctr > highest_ctr:
         return NEW
-    if stored_body is None and highest_ctr is not None and reorder_window > 0 and ctr > highest_ctr - reorder_window:
-        return NEW
-    return REPLAY
+    return LATE

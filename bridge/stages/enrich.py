@@ -52,6 +52,7 @@ def build_report(
     reasons: tuple[str, ...],
     policy: LocationPolicy,
     incident_id: str | None = None,
+    late: str | None = None,
 ) -> Report:
     references = incident_key if incident_key != event["id"] else None
     ts = event.get("ts")
@@ -71,4 +72,5 @@ def build_report(
         reasons=reasons,
         readings=dict(event.get("data") or {}),
         incident_id=incident_id if references else None,
+        late=late,
     )

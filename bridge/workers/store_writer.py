@@ -7,7 +7,7 @@ the `stored` ack to the device, the MQTT PUBACK to the broker, waking the delive
 costs one fsync per batch, not one per alarm, and nothing is acked before it is on disk.
 
 Several bridge processes may share one database (docs/operator-guide.md, several instances): every
-new/duplicate/replay decision is made inside the write transaction (BEGIN IMMEDIATE) from what the
+new/late/duplicate/conflict decision is made inside the write transaction (BEGIN IMMEDIATE) from what the
 database holds, never from a per-process cache, so another process's commit is always seen.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from .. import db
 from ..faults import clear_fault, raise_fault
-from ..stages.authenticate import DUPLICATE, NEW, classify
+from ..stages.authenticate import CONFLICT, DUPLICATE, LATE, NEW, classify
 from ..stages.parse import Frame
 
 log = logging.getLogger("bridge.store")
@@ -43,24 +43,24 @@ class Incoming:
 
 @dataclass
 class StoredResult:
-    verdict: str  # new | duplicate | replay
+    verdict: str  # new | late | duplicate | conflict
+    # Stored, but worth the operator's eye: why it is late, or that a device began a new install.
     event_id: str
     dev: str
     stage: str | None = None
     incident: str | None = None
     reason: str | None = None
     event: dict | None = None
+    late: str | None = None
+    new_epoch: str | None = None  # the device's previous epoch, when this event began a new install
 
 
 class StoreWriter(threading.Thread):
-    """on_result(StoredResult) runs after the commit, in this thread, for every event handled.
-
-    reorder_window: 0 with one bridge; with several on a shared subscription, how far behind the
-    device's highest counter a never-stored event may be and still be new (stages/authenticate.py)."""
+    """on_result(StoredResult) runs after the commit, in this thread, for every event handled."""
 
     def __init__(self, db_path, sinks: list, on_result: Callable[[StoredResult], None],
                  batch_max: int = 1000, on_commit: Callable[[int], None] | None = None,
-                 building_of: Callable[[str], str] | None = None, reorder_window: int = 0):
+                 building_of: Callable[[str], str] | None = None):
         super().__init__(name="store-writer", daemon=True)
         self.db_path = db_path
         # sink names, or sink objects whose optional wants(type, cause) filters what is queued for them
@@ -71,7 +71,6 @@ class StoreWriter(threading.Thread):
         self.building_of = building_of or (lambda dev: "")
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = threading.Event()
-        self.reorder_window = max(0, int(reorder_window))
         self.conn: sqlite3.Connection | None = None
         self.started_ok = threading.Event()
 
@@ -165,27 +164,30 @@ class StoreWriter(threading.Thread):
         return afters
 
     @staticmethod
-    def _highest_ctr(conn, dev: str) -> int | None:
-        """Read inside the write transaction (index events_dev): includes other processes' commits."""
-        return conn.execute("SELECT MAX(ctr) FROM events WHERE dev=?", (dev,)).fetchone()[0]
+    def _highest_ctr(conn, dev: str, ep: str) -> int | None:
+        """Read inside the write transaction (index events_dev_ep): includes other processes' commits."""
+        return conn.execute("SELECT MAX(ctr) FROM events WHERE dev=? AND ep=?", (dev, ep)).fetchone()[0]
 
     def _apply_event(self, conn, item: Incoming) -> list[After]:
         ev = item.event
-        eid, dev = ev["id"], ev["dev"]
+        eid, dev, ep = ev["id"], ev["dev"], ev.get("ep") or ""
         row = conn.execute("SELECT body, stage, incident, reason FROM events WHERE id=?", (eid,)).fetchone()
-        highest = self._highest_ctr(conn, dev)
-        verdict = classify(item.frame.body, ev["ctr"], row["body"] if row else None, highest, self.reorder_window)
-        if verdict == NEW:
+        highest = self._highest_ctr(conn, dev, ep)
+        verdict = classify(item.frame.body, ev["ctr"], row["body"] if row else None, highest)
+        late = None
+        if verdict == LATE:
+            late = f"counter {ev['ctr']} arrived after {highest}: sent again late, or overtaken"
+        if verdict in (NEW, LATE):
             ref = ev.get("ref")
             incident_key = eid
             if ref:
                 parent = conn.execute("SELECT incident_key FROM events WHERE id=?", (ref,)).fetchone()
                 incident_key = parent["incident_key"] if parent else ref
             cur = conn.execute(
-                "INSERT INTO events (id, dev, ctr, type, cause, ref, incident_key, building, body, received_at,"
-                " stage, stage_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'stored', ?)",
-                (eid, dev, ev["ctr"], ev["type"], ev["cause"], ref, incident_key, self.building_of(dev),
-                 item.frame.body, item.received_at, time.time()),
+                "INSERT INTO events (id, dev, ep, ctr, type, cause, ref, incident_key, building, body,"
+                " received_at, stage, stage_at, late) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'stored', ?, ?)",
+                (eid, dev, ep, ev["ctr"], ev["type"], ev["cause"], ref, incident_key, self.building_of(dev),
+                 item.frame.body, item.received_at, time.time(), late),
             )
             seq = cur.lastrowid
             for sink, wants in self.sinks:
@@ -197,16 +199,36 @@ class StoreWriter(threading.Thread):
                     (sink, eid, seq, item.received_at, item.received_at),
                 )
             self._device_faults(conn, ev)
-            result = StoredResult(NEW, eid, dev, "stored", event=ev)
+            previous = self._note_epoch(conn, dev, ep, item.received_at) if highest is None else None
+            result = StoredResult(verdict, eid, dev, "stored", event=ev, late=late, new_epoch=previous)
         elif verdict == DUPLICATE:
             result = StoredResult(DUPLICATE, eid, dev, row["stage"], row["incident"], row["reason"], event=ev)
         else:
-            record_reject(conn, "replay", dev)
+            assert verdict == CONFLICT
+            record_reject(conn, "conflict", dev)
             result = StoredResult(verdict, eid, dev, event=ev)
         afters: list[After] = [lambda: self.on_result(result)]
         if item.settle:
             afters.append(item.settle)
         return afters
+
+    @staticmethod
+    def _note_epoch(conn, dev: str, ep: str, at: float) -> str | None:
+        """The first event of an install: remember it as the device's current one. Returns the
+        previous epoch ('' for firmware before epochs) when the device had one: it was re-flashed or
+        its filesystem was wiped, and its counter started again."""
+        row = conn.execute("SELECT epoch FROM device_state WHERE id=?", (dev,)).fetchone()
+        before = row["epoch"] if row else None
+        if before is None:
+            old = conn.execute("SELECT ep FROM events WHERE dev=? AND ep<>? ORDER BY seq DESC LIMIT 1",
+                               (dev, ep)).fetchone()
+            before = old["ep"] if old else None
+        if before == ep:
+            return None
+        conn.execute("INSERT INTO device_state (id, epoch, epoch_at, epoch_prev) VALUES (?, ?, ?, ?)"
+                     " ON CONFLICT(id) DO UPDATE SET epoch=excluded.epoch, epoch_at=excluded.epoch_at,"
+                     " epoch_prev=excluded.epoch_prev", (dev, ep, at, before))
+        return before
 
     @staticmethod
     def _device_faults(conn, ev: dict) -> None:

@@ -28,7 +28,7 @@ class HttpTestSink:
             "cause": report.cause, "incident_key": report.incident_key, "references": report.references,
             "incident_id": report.incident_id, "confidence": report.confidence, "reasons": list(report.reasons),
             "building": report.site.building, "lat": report.location.lat, "lon": report.location.lon,
-            "loc_source": report.location.source,
+            "loc_source": report.location.source, "late": report.late,
         }).encode()
         req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
         try:

@@ -38,19 +38,34 @@ def test_duplicate_is_acked_again_and_not_forwarded_again(fleet, broker, make_br
     assert len(intake.posts_for(eid)) == 1
 
 
-def test_replayed_old_event_is_rejected_never_forwarded_nor_acked(fleet, broker, make_bridge, intake):
-    bridge = make_bridge().start()
+def test_an_authentic_event_behind_the_counter_is_forwarded_late_never_dropped(fleet, broker, make_bridge,
+                                                                              intake):
+    make_bridge().start()
     dev = fleet.sim("hn-t-0001", broker, ctr=10).connect()
     newer = dev.alarm()
     dev.wait_stage(newer, "stored")
-    old_id, old_frame = dev.make_event("alarm", "button", ctr=4)  # validly signed, but behind the counter
-    dev.send_frame(old_id, old_frame, keep=False)
+    old_id, old_frame = dev.make_event("alarm", "button", ctr=4)  # validly signed, never stored, behind
+    dev.send_frame(old_id, old_frame)
+    assert dev.wait_stage(old_id, "accepted")["incident"]
+    post = intake.posts_for(old_id)
+    assert len(post) == 1 and "counter 4 arrived after 11" in post[0]["late"]
+    assert intake.posts_for(newer)[0]["late"] is None
+
+
+def test_the_same_event_id_with_other_bytes_is_refused_counted_and_shown(fleet, broker, make_bridge, intake):
+    bridge = make_bridge().start()
+    dev = fleet.sim("hn-t-0001", broker, ctr=10).connect()
+    first = dev.alarm()
+    dev.wait_stage(first, "accepted")
+    ctr = int(first.rsplit("-", 1)[1])
+    forged_id, other = dev.make_event("alarm", "heat", ctr=ctr)  # same id, other body: not that frame
+    n_acks = len(dev.acks(first))
+    dev.send_frame(forged_id, other, keep=False)
     later = dev.alarm()
-    dev.wait_stage(later, "accepted")  # the store handles events in order: the replay was judged before
-    assert dev.acks(old_id) == []
-    assert intake.posts_for(old_id) == []
+    dev.wait_stage(later, "accepted")  # the store handles events in order: the conflict was judged before
+    assert len(dev.acks(first)) == n_acks and len(intake.posts_for(first)) == 1
     out = bridge.cli("status").stdout
-    assert "replay" in out and "hn-t-0001" in out
+    assert "conflict" in out and "hn-t-0001" in out
 
 
 def test_cancel_goes_out_as_an_update_of_the_same_incident(fleet, broker, make_bridge, intake):

@@ -44,28 +44,28 @@ def test_the_replay_decision_sees_what_another_process_stored(dbp):
     try:
         assert store_with(b, [incoming(1)]) == ["new"]
         assert store_with(a, [incoming(c) for c in (2, 3, 5, 6)]) == ["new"] * 4
-        # b last stored counter 1 itself; the database says 6: the never-stored counter 4 is a replay
-        # (one bridge, strict rule), and counter 6 a duplicate
-        assert store_with(b, [incoming(4), incoming(6), incoming(7)]) == ["replay", "duplicate", "new"]
+        # b last stored counter 1 itself; the database says 6: the never-stored counter 4 is late (kept
+        # and forwarded), and counter 6 a duplicate
+        assert store_with(b, [incoming(4), incoming(6), incoming(7)]) == ["late", "duplicate", "new"]
     finally:
         for w in (a, b):
             w.stop()
             w.join(10)
 
 
-def test_with_a_reorder_window_an_overtaken_event_is_stored_not_rejected(dbp):
-    w = StoreWriter(dbp, ["s"], lambda r: None, reorder_window=64)
+def test_an_overtaken_event_is_stored_late_not_rejected(dbp):
+    w = StoreWriter(dbp, ["s"], lambda r: None)
     w.start()
     try:
-        # counter 5 reached the other process first; 4 arrives after it: late, still new
-        assert store_with(w, [incoming(5), incoming(4), incoming(4)]) == ["new", "new", "duplicate"]
-        # a counter further back than the window is still a replay
-        assert store_with(w, [incoming(80), incoming(10)]) == ["new", "replay"]
+        # counter 5 reached the other process first; 4 arrives after it: late, stored and forwarded
+        assert store_with(w, [incoming(5), incoming(4), incoming(4)]) == ["new", "late", "duplicate"]
+        # however far back: an authentic event that was never stored is never dropped
+        assert store_with(w, [incoming(80), incoming(10)]) == ["new", "late"]
     finally:
         w.stop()
         w.join(10)
     conn = db.connect(dbp)
-    assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 3
+    assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 4
 
 
 def test_two_processes_workers_claim_rows_so_each_report_is_sent_once(dbp):

@@ -13,7 +13,7 @@ import pytest
 from bridge import pipeline
 from bridge.registry import Device
 from bridge.stages import ack, enrich, verify
-from bridge.stages.authenticate import DUPLICATE, NEW, REPLAY, classify
+from bridge.stages.authenticate import CONFLICT, DUPLICATE, LATE, NEW, classify
 from firmware import protocol
 from firmware.protocol import Refused
 
@@ -96,14 +96,14 @@ def test_missing_fields_and_bad_json_after_a_good_signature():
     assert reason(raw + b"\n" + hmac.new(KEY, raw, hashlib.sha256).hexdigest().encode()) == "bad-json"
 
 
-def test_replay_classification():
+def test_classification_never_discards_an_authentic_event_that_was_never_stored():
     b = b"body"
     assert classify(b, 5, None, None) == NEW
     assert classify(b, 6, None, 5) == NEW
     assert classify(b, 5, b"body", 5) == DUPLICATE
-    assert classify(b, 5, b"other body", 5) == REPLAY
-    assert classify(b, 4, None, 5) == REPLAY
-    assert classify(b, 5, None, 5) == REPLAY
+    assert classify(b, 5, b"other body", 5) == CONFLICT
+    assert classify(b, 4, None, 5) == LATE  # a lost frame sent again, or overtaken: kept, marked late
+    assert classify(b, 5, None, 5) == LATE
 
 
 def test_ack_frame_opens_with_the_firmware_signer():

@@ -19,7 +19,8 @@ from firmware import protocol
 
 
 def incoming(ctr: int, **over) -> Incoming:
-    b = body(ctr=ctr, id=f"{DEV}-{ctr:08d}", **over)
+    over.setdefault("id", protocol.event_id(DEV, ctr, over.get("ep")))
+    b = body(ctr=ctr, **over)
     frame = split_frame(protocol.topic(DEV, "event"), signed(b))
     return Incoming(frame, parse_event(frame.body), 1000.0 + ctr)
 
@@ -54,19 +55,68 @@ def store_all(dbp, items, sinks=("s",)):
     return res.items, settled
 
 
-def test_new_duplicate_and_replay_in_one_batch(dbp):
-    items = [incoming(5), incoming(5), incoming(3), incoming(6)]
+def test_new_duplicate_late_and_conflict_in_one_batch(dbp):
+    items = [incoming(5), incoming(5), incoming(3), incoming(6), incoming(6, cause="heat", type="alarm")]
     results, settled = store_all(dbp, items)
-    assert [r.verdict for r in results] == ["new", "duplicate", "replay", "new"]
-    assert settled == [f"{DEV}-00000005", f"{DEV}-00000005", f"{DEV}-00000003", f"{DEV}-00000006"]
+    assert [r.verdict for r in results] == ["new", "duplicate", "late", "new", "conflict"]
+    assert settled == [f"{DEV}-00000005", f"{DEV}-00000005", f"{DEV}-00000003", f"{DEV}-00000006",
+                       f"{DEV}-00000006"]
     conn = db.connect(dbp)
-    assert [r["id"] for r in conn.execute("SELECT id FROM events ORDER BY seq")] == [f"{DEV}-00000005",
-                                                                                  f"{DEV}-00000006"]
-    assert conn.execute("SELECT COUNT(*) FROM deliveries WHERE sink='s'").fetchone()[0] == 2
-    assert conn.execute("SELECT n FROM rejects WHERE reason='replay'").fetchone()[0] == 1
+    rows = [dict(r) for r in conn.execute("SELECT id, late FROM events ORDER BY seq")]
+    assert [r["id"] for r in rows] == [f"{DEV}-00000005", f"{DEV}-00000003", f"{DEV}-00000006"]
+    assert rows[0]["late"] is None and "counter 3 arrived after 5" in rows[1]["late"]
+    assert results[2].late == rows[1]["late"]
+    assert conn.execute("SELECT COUNT(*) FROM deliveries WHERE sink='s'").fetchone()[0] == 3  # late goes out
+    assert conn.execute("SELECT n FROM rejects WHERE reason='conflict'").fetchone()[0] == 1
     # after a restart the writer still knows the highest counter from the database
     results, _ = store_all(dbp, [incoming(4), incoming(6), incoming(7)])
-    assert [r.verdict for r in results] == ["replay", "duplicate", "new"]
+    assert [r.verdict for r in results] == ["late", "duplicate", "new"]
+
+
+def test_a_new_install_starts_its_own_counter_and_is_noted(dbp):
+    """A re-flashed device (new epoch) counts from 1 again: its events are new, not replays."""
+    first = [incoming(c, ep="0badcafe") for c in (1, 2, 3)]
+    results, _ = store_all(dbp, first)
+    assert [r.verdict for r in results] == ["new"] * 3
+    assert [r.new_epoch for r in results] == [None] * 3  # the device's first install: nothing to note
+    again = [incoming(c, ep="5eed0001") for c in (1, 2)]
+    results, _ = store_all(dbp, again)
+    assert [r.verdict for r in results] == ["new", "new"]
+    assert [r.new_epoch for r in results] == ["0badcafe", None]
+    conn = db.connect(dbp)
+    st = conn.execute("SELECT epoch, epoch_at FROM device_state WHERE id=?", (DEV,)).fetchone()
+    assert st["epoch"] == "5eed0001" and st["epoch_at"] == 1001.0
+    assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 5
+    # the old install's frames are still only duplicates of what is stored
+    results, _ = store_all(dbp, [first[2]])
+    assert [r.verdict for r in results] == ["duplicate"]
+
+
+def test_firmware_before_epochs_then_a_new_install(dbp):
+    results, _ = store_all(dbp, [incoming(7)])  # no epoch: <dev>-<ctr>
+    assert results[0].verdict == "new"
+    results, _ = store_all(dbp, [incoming(1, ep="abcdef01")])
+    assert results[0].verdict == "new" and results[0].new_epoch == ""
+
+
+def test_a_database_made_before_epochs_gets_the_new_columns(tmp_path):
+    import sqlite3
+
+    p = tmp_path / "old.db"
+    old = sqlite3.connect(p)
+    old.executescript("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+                      " dev TEXT NOT NULL, ctr INTEGER NOT NULL, type TEXT NOT NULL, cause TEXT NOT NULL, ref TEXT,"
+                      " incident_key TEXT NOT NULL, building TEXT NOT NULL DEFAULT '', body BLOB NOT NULL,"
+                      " received_at REAL NOT NULL, stage TEXT NOT NULL DEFAULT 'stored', stage_at REAL,"
+                      " incident TEXT, reason TEXT);"
+                      "INSERT INTO events (id, dev, ctr, type, cause, incident_key, body, received_at)"
+                      " VALUES ('d-00000001', 'd', 1, 'alarm', 'button', 'd-00000001', x'7b7d', 1.0);")
+    old.close()
+    conn = db.connect(p)
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+    assert {"ep", "late"} <= cols
+    assert tuple(conn.execute("SELECT ep, late FROM events").fetchone()) == ("", None)
+    db.connect(p).close()  # a second open finds them there
 
 
 def test_fault_event_opens_an_operator_fault_and_restore_clears_it(dbp):

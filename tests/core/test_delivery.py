@@ -151,3 +151,27 @@ async def test_offline_it_reads_nothing_from_flash_and_sends_once_back_online():
         link["up"] = True
         await q.send_due()
         assert w.frames == [b"frame-1", b"frame-2", b"frame-3"] and reads == [1, 2, 3]
+
+
+async def test_an_ack_names_one_install_and_an_earlier_installs_ack_clears_nothing():
+    """After a re-flash the counter starts again: the bridge's ack for the earlier install's event 1
+    must not remove this install's event 1 from the outbox."""
+    import protocol
+
+    with TempDir() as d:
+        w, who = Wire(), Listener()
+        q = dl.Delivery("hn-a-0001", Outbox(d + "/ob", 8), w.publish, who.emit, who.on_stage, ep="5eed0001")
+        q.put(1, "alarm", b"frame1")
+        await q.send_due()
+        assert who.lines[0] == {"ev": "sent", "id": "hn-a-0001-5eed0001-00000001"}
+        for old in ("hn-a-0001-00c0ffee-00000001", "hn-a-0001-00000001"):
+            msg = {"v": 1, "id": old, "stage": "stored"}
+            try:
+                protocol.check_ack(msg, "hn-a-0001", q.ep)
+                assert False, "an earlier install's ack was taken"
+            except protocol.Refused as e:
+                assert e.reason == "other-epoch"
+        assert q.pending() == [1]
+        q.ack(*protocol.check_ack({"v": 1, "id": "hn-a-0001-5eed0001-00000001", "stage": "stored"},
+                                  "hn-a-0001", q.ep))
+        assert q.pending() == []

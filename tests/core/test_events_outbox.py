@@ -112,3 +112,37 @@ def test_outbox_ignores_half_written_records():
             f.write(b"half")  # a power cut during a write
         ob2 = Outbox(d + "/ob")
         assert ob2.ctrs() == [1]
+
+
+def _seq(n):
+    """A stand-in for os.urandom: the same bytes each time, so the test knows the epoch."""
+    return bytes(range(0xa0, 0xa0 + n))
+
+
+def test_an_install_draws_its_epoch_once_and_every_event_carries_it():
+    with TempDir() as d:
+        c = Counters(d + "/state")
+        ep = c.epoch(_seq)
+        assert ep == "a0a1a2a3"
+        f = EventFactory("hn-a-0001", Signer(KEY), c, Clock(boot=1), ep)
+        ctr, eid, frame = f.make("alarm", "button", LOC)
+        assert eid == "hn-a-0001-a0a1a2a3-00000001"
+        ev = json.loads(open_frame(frame, Signer(KEY).hexmac))
+        assert ev["ep"] == ep and ev["id"] == eid and ev["ctr"] == 1
+        # a reboot keeps the install's epoch: no new random draw
+        assert Counters(d + "/state").epoch(lambda n: b"\xff" * n) == ep
+    with TempDir() as d:  # a fresh filesystem (a re-flash): another epoch, the counter from 1 again
+        c = Counters(d + "/state")
+        assert c.epoch(lambda n: b"\x01" * n) == "01010101"
+        f = EventFactory("hn-a-0001", Signer(KEY), c, Clock(boot=1), c.epoch(_seq))
+        assert f.make("alarm", "button", LOC)[1] == "hn-a-0001-01010101-00000001"
+
+
+def test_a_broken_epoch_file_is_replaced_not_trusted():
+    with TempDir() as d:
+        c = Counters(d + "/state")
+        with open(d + "/state/epoch", "w") as f:
+            f.write("NOT-HEX!")
+        assert c.epoch(_seq) == "a0a1a2a3"
+        with open(d + "/state/epoch") as f:
+            assert f.read() == "a0a1a2a3"

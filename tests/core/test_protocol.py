@@ -42,7 +42,7 @@ def _check(v):
         return {"event": {k: ev[k] for k in ("id", "dev", "ctr", "type", "cause")}}
     msg = p.check_message(body)
     if kind == "ack":
-        eid, stage, incident, reason = p.check_ack(msg, dev)
+        eid, stage, incident, reason = p.check_ack(msg, dev, v.get("ep"))
         return {"ack": {"id": eid, "stage": stage, "incident": incident, "reason": reason}}
     name, ctr, args = p.check_command(msg)
     return {"cmd": {"cmd": name, "ctr": ctr, "args": args}}

@@ -39,7 +39,9 @@ def test_press_sends_signed_alarm_with_location(make_board, observer):
     t, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0001", "event"))
     ev = verify(frame, vb.cfg["key"])
     assert ev["type"] == "alarm" and ev["cause"] == "button" and ev["dev"] == "hn-a-0001"
-    assert ev["id"] == "hn-a-0001-00000001" and ev["ctr"] == 1
+    boot = vb.console.wait_for("boot", 5, since=0)
+    assert protocol.valid_epoch(ev["ep"]) and ev["ep"] == boot["ep"]  # this install's, as the console said
+    assert ev["id"] == f"hn-a-0001-{ev['ep']}-00000001" and ev["ctr"] == 1
     assert ev["loc"] == {"lat": 21.0285, "lon": 105.8048, "acc": 12, "src": "fixed", "age": 0}
     assert isinstance(ev["ts"], int) and abs(ev["ts"] - time.time()) < 60
     wait_indicator(vb, "sent")
@@ -109,7 +111,7 @@ def test_alarm_during_broker_outage_arrives_once(make_board, observer, broker):
     _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0006", "event"), timeout=40)
     time.sleep(2)  # a negative check: a second copy (outbox and client both resending) would come by now
     ids = [body_of(f)["id"] for f in observer.events("hn-a-0006")]
-    assert ids == ["hn-a-0006-00000001"]
+    assert ids == [protocol.event_id("hn-a-0006", 1, body_of(frame)["ep"])]
 
 
 def test_power_cut_before_delivery_resends_same_event(make_board, observer, broker):
@@ -325,4 +327,5 @@ def test_broker_out_of_reach_restarts_the_link_then_reboots_and_says_why(make_bo
     vb.console.wait_for(lambda m: m.get("ev") == "boot" and m.get("boot") == 3, 30)
     mark = vb.console.mark()
     vb.request("press", ms=100)
-    assert vb.console.wait_for("event", 10, since=mark)["id"] == "hn-a-0010-00000003"
+    # the same install across the reboots: the same epoch, the counter going on
+    assert vb.console.wait_for("event", 10, since=mark)["id"] == protocol.event_id("hn-a-0010", 3, fault["ep"])

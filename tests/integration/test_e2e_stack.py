@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.request
 
 import pytest
@@ -48,3 +49,31 @@ def test_press_reaches_intake_with_location_and_address(stack):
     listing = get(f"{stack.intake_url}/v1/incidents")
     items = listing.get("incidents", listing.get("items", listing))
     assert len(items) == 1
+
+
+def test_a_reflashed_board_counts_from_one_again_and_its_alarm_reaches_114(stack):
+    """Re-flashing writes a fresh filesystem: the counter starts again at 1, under a new install
+    epoch, and the alarm is accepted as new, never refused as a replay."""
+    from firmware import protocol
+
+    vb = stack.boards[0]
+    dev = stack.sites[0]["cfg"]["dev"]
+    mark = vb.console.mark()
+    vb.request("press", ms=100)
+    first = vb.console.wait_for(lambda m: m.get("ev") == "ack" and m.get("stage") == "accepted", 30, since=mark)
+    old_ep = first["id"].rsplit("-", 2)[1]
+
+    vb.stop()
+    shutil.rmtree(vb.flash)  # what `flash` does to the filesystem: only the device's config remains
+    vb.start()
+    boot = vb.console.wait_for("boot", 20)
+    assert boot["boot"] == 1 and protocol.valid_epoch(boot["ep"]) and boot["ep"] != old_ep
+    vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "connected", 20)
+    mark = vb.console.mark()
+    vb.request("press", ms=100)
+    ev = vb.console.wait_for(lambda m: m.get("ev") == "event", 10, since=mark)
+    assert ev["id"] == protocol.event_id(dev, 1, boot["ep"])
+    again = vb.console.wait_for(lambda m: m.get("ev") == "ack" and m.get("stage") == "accepted", 30, since=mark)
+    assert again["id"] == ev["id"] and again["incident"] and again["incident"] != first["incident"]
+    out = stack.bridge.cli("status").stdout
+    assert f"{boot['ep']} NEW" in out and f"(was {old_ep})" in out
