@@ -173,6 +173,35 @@ def cmd_faults(args) -> int:
     return 0
 
 
+def cmd_alarms(args) -> int:
+    from .alarms import CloseError, close, undelivered
+
+    conn = db.connect(_existing_db(args))
+    if args.action == "close":
+        try:
+            sinks = close(conn, args.id, args.why or "")
+        except CloseError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"closed {args.id} at {', '.join(sinks)}: no more attempts; its delivery fault is cleared")
+        log.warning("alarm closed by an operator", extra={"event": args.id, "why": args.why, "sinks": sinks})
+        return 0
+    from .status import _ago, _table
+
+    now = time.time()
+    rows = undelivered(conn)
+    if not rows:
+        print("every stored event was accepted by its sinks")
+        return 0
+    print("\n".join(_table(
+        ["event", "type", "sink", "state", "since", "attempts", "last error / why closed"],
+        [[r["event_id"], r["type"], r["sink"],
+          r["state"] + (" (failed, still trying)" if r["state"] == "pending" and r["failed_at"] else ""),
+          _ago(r["created_at"], now), r["attempts"], (r["closed_why"] or r["last_error"] or "")[:80]]
+         for r in rows])))
+    return 0
+
+
 def cmd_cmd(args) -> int:
     from .commands import send_command
 
@@ -234,6 +263,16 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--all", action="store_true", help="also cleared ones")
     sp.add_argument("--clear", type=int, metavar="ID", help="acknowledge and close one fault")
     sp.set_defaults(fn=cmd_faults)
+
+    sp = with_config(sub.add_parser("alarms", help="events not (yet) accepted by 114; close one by hand"))
+    asub = sp.add_subparsers(dest="action", required=True)
+    al = asub.add_parser("list", help="deliveries not accepted: pending, failed and still trying, closed")
+    cl = asub.add_parser("close", help="stop sending an event the 114 side never accepted (say why)")
+    cl.add_argument("id", help="the event id, as `alarms list` or `status` shows it")
+    cl.add_argument("--why", required=True, help="why it is closed, e.g. 'called 114 by phone at 10:42'")
+    for x in (al, cl):
+        with_config(x)
+    sp.set_defaults(fn=cmd_alarms)
 
     sp = with_config(sub.add_parser("cmd", help="send a signed command to a device"), need_db_option=False)
     sp.add_argument("device")

@@ -36,7 +36,10 @@ DEFAULTS: dict = {
     "supervision": {"mains_s": 20, "battery_s": 90000, "check_s": 1.0, "low_battery_pct": 20},
     "verify": {"window_s": 120, "offline_window_s": 600},
     "location": {"gps_max_age_s": 60, "gps_max_acc_m": 50},
-    "delivery": {"max_age_s": 100, "backoff_initial_s": 0.5, "backoff_max_s": 15, "jitter": 0.25, "workers": 1},
+    # max_age_s: EN 54-21's 100 s, then `failed` (device and operator told); sending goes on, every
+    # late_backoff_max_s at most, until accepted, closed by an operator, or horizon_s after receipt.
+    "delivery": {"max_age_s": 100, "backoff_initial_s": 0.5, "backoff_max_s": 15, "jitter": 0.25, "workers": 1,
+                 "horizon_s": 86400, "late_backoff_max_s": 60},
     "metrics": {"host": "127.0.0.1", "port": 0},
     "health_s": 10,
     "sinks": [],
@@ -122,6 +125,13 @@ def check(cfg: dict, base_dir: Path) -> dict:
     w = cfg["delivery"]["workers"]
     if not isinstance(w, int) or isinstance(w, bool) or not 1 <= w <= 64:
         raise ConfigError("delivery.workers must be an integer from 1 to 64")
+    d = cfg["delivery"]
+    for k in ("max_age_s", "backoff_initial_s", "backoff_max_s", "horizon_s", "late_backoff_max_s"):
+        if not isinstance(d[k], (int, float)) or isinstance(d[k], bool) or d[k] <= 0:
+            raise ConfigError(f"delivery.{k} must be a positive number of seconds")
+    if d["horizon_s"] < d["max_age_s"]:
+        raise ConfigError(f"delivery.horizon_s ({d['horizon_s']}) must be at least delivery.max_age_s "
+                          f"({d['max_age_s']}): the bridge keeps trying after the failure, not less")
     for k, v in cfg["supervision"].items():
         if not isinstance(v, (int, float)) or v <= 0:
             raise ConfigError(f"supervision.{k} must be a positive number")

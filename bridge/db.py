@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     done_at REAL,
     ref TEXT,
     last_error TEXT,
+    failed_at REAL,
+    closed_why TEXT,
     PRIMARY KEY (sink, event_id)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(sink, state, seq);
@@ -89,7 +91,8 @@ CREATE TABLE IF NOT EXISTS faults (
     kind TEXT NOT NULL,
     reason TEXT NOT NULL,
     open INTEGER NOT NULL DEFAULT 1,
-    cleared_at REAL
+    cleared_at REAL,
+    event TEXT
 );
 CREATE INDEX IF NOT EXISTS faults_open ON faults(open, device, kind);
 CREATE TABLE IF NOT EXISTS rejects (
@@ -111,6 +114,9 @@ ADDED_COLUMNS = (
     ("device_state", "epoch", "TEXT"),  # the device's current install
     ("device_state", "epoch_at", "REAL"),  # when it began (first event of the install stored)
     ("device_state", "epoch_prev", "TEXT"),  # the install before it, when the device was re-flashed
+    ("deliveries", "failed_at", "REAL"),  # when the device was told `failed`; sending goes on after it
+    ("deliveries", "closed_why", "TEXT"),  # an operator closed it (`alarms close`): why, and who said so
+    ("faults", "event", "TEXT"),  # the event a delivery fault is about: cleared by its late acceptance
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS events_dev_ep ON events(dev, ep, ctr);

@@ -1,5 +1,6 @@
 """Operator faults: offline devices, failed deliveries, sensor faults, low batteries. Each has a time and
-a reason, and stays open until the condition clears (or, for failed deliveries, until acknowledged)."""
+a reason, and stays open until the condition clears (a failed delivery: until the sink accepts it late,
+an operator closes the alarm, or the fault is acknowledged)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 
 
 def raise_fault(conn: sqlite3.Connection, kind: str, reason: str, device: str | None = None,
-                sink: str | None = None, unique: bool = True, now: float | None = None) -> bool:
+                sink: str | None = None, unique: bool = True, now: float | None = None,
+                event: str | None = None) -> bool:
     """Open a fault; with `unique`, not when one of the same kind is already open for the device/sink.
 
     Returns True when a new fault was opened."""
@@ -20,8 +22,8 @@ def raise_fault(conn: sqlite3.Connection, kind: str, reason: str, device: str | 
         if row:
             return False
     conn.execute(
-        "INSERT INTO faults (ts, device, sink, kind, reason) VALUES (?, ?, ?, ?, ?)",
-        (now or time.time(), device, sink, kind, reason[:300]),
+        "INSERT INTO faults (ts, device, sink, kind, reason, event) VALUES (?, ?, ?, ?, ?, ?)",
+        (now or time.time(), device, sink, kind, reason[:300], event),
     )
     return True
 
@@ -31,6 +33,15 @@ def clear_fault(conn: sqlite3.Connection, kind: str, device: str | None = None, 
     return conn.execute(
         "UPDATE faults SET open=0, cleared_at=? WHERE open=1 AND kind=? AND device IS ? AND sink IS ?",
         (now or time.time(), kind, device, sink),
+    ).rowcount
+
+
+def clear_event(conn: sqlite3.Connection, kind: str, event: str, sink: str | None = None,
+                now: float | None = None) -> int:
+    """Close the open faults of `kind` about one event (a failed delivery later accepted or closed)."""
+    return conn.execute(
+        "UPDATE faults SET open=0, cleared_at=? WHERE open=1 AND kind=? AND event=? AND (? IS NULL OR sink=?)",
+        (now or time.time(), kind, event, sink, sink),
     ).rowcount
 
 

@@ -66,7 +66,8 @@ class Bridge:
                                   building_of=self._building)
         d, loc, ver = cfg["delivery"], cfg["location"], cfg["verify"]
         policy = DeliveryPolicy(max_age_s=float(d["max_age_s"]), backoff_initial_s=float(d["backoff_initial_s"]),
-                                backoff_max_s=float(d["backoff_max_s"]), jitter=float(d["jitter"]))
+                                backoff_max_s=float(d["backoff_max_s"]), jitter=float(d["jitter"]),
+                                horizon_s=float(d["horizon_s"]), late_backoff_max_s=float(d["late_backoff_max_s"]))
         self.workers = [
             DeliveryWorker(s, cfg["db"], self.registry, acked=(s.name == cfg["accepted_from"]),
                            on_stage=self._publish_ack, policy=policy,

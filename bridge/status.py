@@ -49,7 +49,8 @@ def collect(conn: sqlite3.Connection, now: float | None = None) -> dict:
         " ORDER BY e.received_at DESC LIMIT 50", (now - OPEN_ALARM_WINDOW_S,))]
     sinks = [dict(r) for r in conn.execute(
         "SELECT sink, SUM(state='pending') AS backlog, SUM(state='accepted') AS accepted,"
-        " SUM(state='failed') AS failed FROM deliveries GROUP BY sink ORDER BY sink")]
+        " SUM(state='pending' AND failed_at IS NOT NULL) AS retrying, SUM(state='failed') AS failed,"
+        " SUM(state='closed') AS closed FROM deliveries GROUP BY sink ORDER BY sink")]
     for s in sinks:
         row = conn.execute(
             "SELECT last_error FROM deliveries WHERE sink=? AND last_error IS NOT NULL AND last_error<>''"
@@ -94,9 +95,9 @@ def render(data: dict) -> str:
                      for a in data["alarms"]])
     lines.append("")
     lines.append("SINKS")
-    lines += _table(["sink", "backlog", "accepted", "failed", "last error"],
-                    [[s["sink"], s["backlog"], s["accepted"], s["failed"], (s["last_error"] or "")[:80]]
-                     for s in data["sinks"]])
+    lines += _table(["sink", "backlog", "accepted", "failed, still trying", "gave up", "closed", "last error"],
+                    [[s["sink"], s["backlog"], s["accepted"], s["retrying"], s["failed"], s["closed"],
+                      (s["last_error"] or "")[:80]] for s in data["sinks"]])
     lines.append("")
     lines.append(f"FAULTS ({len(data['faults'])} open)")
     lines += _table(["#", "since", "device", "sink", "kind", "reason"],

@@ -3,7 +3,8 @@
 A worker takes due rows oldest first, rebuilds the report (bridge/pipeline.py `report_for`: verify, then
 enrich, so a cancel that arrived meanwhile lowers the confidence of a retried alarm), calls `sink.send`,
 and records what the outcome means (bridge/stages/deliver.py): done, again after a backoff, or `failed`
-and an operator fault. Updates (cancel, restore) wait until the first event of their incident is settled
+and an operator fault, and then again, more slowly, until a late acceptance (which clears the fault),
+an operator's `alarms close`, or the horizon. Updates (cancel, restore) wait until the first event of their incident is settled
 at this sink, so they can carry its incident id. Rows survive a crash; sinks are idempotent by event id.
 
 Outcomes are written in one short transaction per few milliseconds of sending (never held open across
@@ -28,12 +29,12 @@ import time
 from collections.abc import Callable
 
 from .. import db, pipeline
-from ..faults import raise_fault
+from ..faults import clear_event, raise_fault
 from ..registry import Registry
 from ..report import Outcome, Report
 from ..stages import verify
 from ..stages.ack import is_ahead
-from ..stages.deliver import DeliveryPolicy, after_send, incident_part, overdue
+from ..stages.deliver import DeliveryPolicy, after_send, expired, incident_part, overdue
 from ..stages.enrich import LocationPolicy
 from ..stages.verify import VerifyPolicy
 
@@ -101,10 +102,12 @@ class _Outcomes:
     def __init__(self) -> None:
         self.writes: list[tuple[str, tuple]] = []
         self.stages: list[tuple[str, str, str, str | None, str | None]] = []
-        self.failures: list[tuple[sqlite3.Row, str]] = []
+        self.failures: list[tuple[sqlite3.Row, str, float | None]] = []  # (row, why, sent again at)
+        self.expired: list[tuple[sqlite3.Row, str]] = []  # given up: the horizon passed
+        self.late: list[tuple[sqlite3.Row, float]] = []  # accepted after failing
 
     def __bool__(self) -> bool:
-        return bool(self.writes or self.stages or self.failures)
+        return bool(self.writes or self.stages or self.failures or self.expired or self.late)
 
 
 class DeliveryWorker(threading.Thread):
@@ -203,7 +206,8 @@ class DeliveryWorker(threading.Thread):
         conn = self.conn
         now = self.clock()
         cond, args = self._mine()
-        sql = ("SELECT d.event_id, d.attempts, d.created_at, d.last_error, d.next_at AS due_at, e.* FROM deliveries d "
+        sql = ("SELECT d.event_id, d.attempts, d.created_at, d.last_error, d.next_at AS due_at, d.failed_at,"
+               " e.* FROM deliveries d "
                "JOIN events e ON e.id=d.event_id WHERE d.sink=? AND d.state='pending' AND d.next_at<=?" + cond +
                " ORDER BY d.seq LIMIT ?")
         params = (self.name_, now, *args, self.policy.batch)
@@ -281,20 +285,27 @@ class DeliveryWorker(threading.Thread):
     def _handle(self, row, out: _Outcomes) -> bool:
         conn = self.conn
         eid, dev = row["event_id"], row["dev"]
-        why = overdue(row["created_at"], self.clock(), self.policy, self.name_, row["last_error"])
-        if why is not None:
-            out.failures.append((row, why))
-            return True
+        failed = row["failed_at"] is not None
+        if failed:
+            why = expired(row["created_at"], self.clock(), self.policy, self.name_, row["last_error"])
+            if why is not None:
+                out.expired.append((row, why))
+                return True
+        else:
+            why = overdue(row["created_at"], self.clock(), self.policy, self.name_, row["last_error"])
+            if why is not None:
+                out.failures.append((row, why, self.clock()))  # told now; sent again at once
+                return True
         incident_id = None
         if row["incident_key"] != eid:
-            parent = conn.execute("SELECT state, ref FROM deliveries WHERE sink=? AND event_id=?",
+            parent = conn.execute("SELECT state, ref, failed_at FROM deliveries WHERE sink=? AND event_id=?",
                                   (self.name_, row["incident_key"])).fetchone()
-            if parent is not None and parent["state"] == "pending":
-                return False  # wait for the incident's first event to settle here
+            if parent is not None and parent["state"] == "pending" and parent["failed_at"] is None:
+                return False  # wait for the incident's first event to settle here (not past its deadline)
             incident_id = parent["ref"] if parent is not None else None
         report = self._report(row, incident_id)
         if report is None:
-            out.failures.append((row, "device no longer registered"))
+            out.expired.append((row, "device no longer registered"))
             return True
         first = row["attempts"] == 0
         started = self.clock()
@@ -310,7 +321,7 @@ class DeliveryWorker(threading.Thread):
                                (started, self.name_, eid)))
         if self.metrics:
             self.metrics.deliveries.labels(self.name_, outcome.status).inc()
-        d = after_send(outcome, row["attempts"], now, row["created_at"], self.policy, self.name_)
+        d = after_send(outcome, row["attempts"], now, row["created_at"], self.policy, self.name_, failed=failed)
         if d.state == "accepted":
             out.writes.append((
                 "UPDATE deliveries SET state='accepted', attempts=attempts+1, done_at=?, ref=?, last_error=NULL"
@@ -320,8 +331,10 @@ class DeliveryWorker(threading.Thread):
                 self.metrics.delivery_latency.labels(self.name_).observe(max(0.0, now - row["received_at"]))
             if self.acked and d.stage:
                 out.stages.append((dev, eid, d.stage, d.ref or row["incident"], None))
+            if failed:
+                out.late.append((row, now))
         elif d.state == "failed":
-            out.failures.append((row, d.why))  # its `failed` stage is told after the commit
+            out.failures.append((row, d.why, d.next_at))  # its `failed` stage is told after the commit
         else:
             self.last_error = d.why
             out.writes.append((
@@ -329,8 +342,9 @@ class DeliveryWorker(threading.Thread):
                 (d.attempts, d.next_at, d.why[:300], self.name_, eid)))
             if d.stage and self.acked:
                 out.stages.append((dev, eid, d.stage, None, None))
-            log.warning("delivery to %s will retry", self.name_,
-                        extra={"event": eid, "attempt": d.attempts, "detail": d.why[:200]})
+            if not failed:  # after the failure its fault says it, not a log line a minute for hours
+                log.warning("delivery to %s will retry", self.name_,
+                            extra={"event": eid, "attempt": d.attempts, "detail": d.why[:200]})
         return True
 
     def _report(self, row, incident_id) -> Report | None:
@@ -351,10 +365,14 @@ class DeliveryWorker(threading.Thread):
         try:
             for sql, params in out.writes:
                 conn.execute(sql, params)
-            for row, why in out.failures:
-                self._record_failure(row, why)
+            for row, why, again_at in out.failures:
+                self._record_failure(row, why, again_at)
                 if self.acked:
                     stages.append((row["dev"], row["event_id"], "failed", None, why))
+            for row, why in out.expired:
+                self._record_expiry(row, why)
+            for row, _at in out.late:  # accepted after all: the operator's fault about it is over
+                clear_event(conn, "delivery", row["event_id"], sink=self.name_)
             acks = [st for st in stages if self._record_stage(*st)]
             if self.claim_s:
                 self._renew_claim()
@@ -362,21 +380,44 @@ class DeliveryWorker(threading.Thread):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        for row, why in out.failures:
+        for row, why, _again in out.failures:
             self.last_error = why
             if self.metrics:
                 self.metrics.deliveries.labels(self.name_, "failed").inc()
-            log.error("delivery failed", extra={"sink": self.name_, "event": row["event_id"], "reason": why})
+            log.error("delivery failed; the device is told, sending goes on",
+                      extra={"sink": self.name_, "event": row["event_id"], "reason": why})
+        for row, why in out.expired:
+            self.last_error = why
+            if self.metrics:
+                self.metrics.deliveries.labels(self.name_, "expired").inc()
+            log.error("delivery given up", extra={"sink": self.name_, "event": row["event_id"], "reason": why})
+        for row, at in out.late:
+            if self.metrics:
+                self.metrics.deliveries.labels(self.name_, "accepted_late").inc()
+            log.warning("accepted late, after the device was told failed",
+                        extra={"sink": self.name_, "event": row["event_id"],
+                               "late_s": round(at - row["created_at"], 1)})
         for st in acks:
             self.on_stage(*st)
 
-    def _record_failure(self, row, why: str) -> None:
+    def _record_failure(self, row, why: str, again_at: float | None) -> None:
+        """Failed in time: the fault is raised and the device told, and the row stays pending."""
+        eid = row["event_id"]
+        now = self.clock()
+        self.conn.execute(
+            "UPDATE deliveries SET failed_at=?, next_at=?, last_error=? WHERE sink=? AND event_id=?",
+            (now, now if again_at is None else again_at, why[:300], self.name_, eid))
+        raise_fault(self.conn, "delivery", f"{row['type']} {eid}: {why}; still trying", device=row["dev"],
+                    sink=self.name_, unique=False, event=eid)
+
+    def _record_expiry(self, row, why: str) -> None:
         eid = row["event_id"]
         self.conn.execute(
             "UPDATE deliveries SET state='failed', done_at=?, last_error=? WHERE sink=? AND event_id=?",
             (self.clock(), why[:300], self.name_, eid))
+        clear_event(self.conn, "delivery", eid, sink=self.name_)  # replaced by the final word
         raise_fault(self.conn, "delivery", f"{row['type']} {eid}: {why}", device=row["dev"], sink=self.name_,
-                    unique=False)
+                    unique=False, event=eid)
 
     def _record_stage(self, dev: str, eid: str, stage: str, incident: str | None, reason: str | None) -> bool:
         """Record the device-facing stage (forward only); True when the device should be told."""

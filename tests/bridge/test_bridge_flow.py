@@ -95,16 +95,43 @@ def test_intake_outage_is_retried_until_it_is_back(fleet, broker, make_bridge, i
     assert dev.wait_stage(eid, "accepted")["incident"] == intake.incidents[eid]
 
 
-def test_refused_report_fails_at_once_and_is_an_operator_fault(fleet, broker, make_bridge, intake):
+def test_refused_report_fails_at_once_is_an_operator_fault_and_a_late_acceptance_clears_it(
+        fleet, broker, make_bridge, intake):
     bridge = make_bridge().start()
     intake.mode = "refuse"
     dev = fleet.sim("hn-t-0003", broker).connect()
     eid = dev.alarm()
     failed = dev.wait_stage(eid, "failed")
     assert "refused" in failed["reason"]
-    assert len(intake.posts_for(eid)) == 1
     status = bridge.cli("status").stdout
-    assert "delivery" in status and eid in status
+    assert "delivery" in status and eid in status and "still trying" in status
+    assert "failed, still trying" in bridge.cli("alarms", "list").stdout
+    wait_for(lambda: len(intake.posts_for(eid)) >= 2)  # not given up: sent again
+    intake.mode = "up"  # the intake is mended
+    assert dev.wait_stage(eid, "accepted")["incident"] == intake.incidents[eid]
+    wait_for(lambda: eid not in bridge.cli("faults").stdout)  # the fault closed by itself
+
+
+def test_an_operator_closes_an_alarm_that_114_keeps_refusing(fleet, broker, make_bridge, intake):
+    bridge = make_bridge().start()
+    intake.mode = "refuse"
+    dev = fleet.sim("hn-t-0003", broker).connect()
+    eid = dev.alarm()
+    dev.wait_stage(eid, "failed")
+    no_why = bridge.cli("alarms", "close", eid, "--why", " ")
+    assert no_why.returncode == 1 and "say why" in no_why.stderr
+    done = bridge.cli("alarms", "close", eid, "--why", "called 114 by phone")
+    assert done.returncode == 0 and f"closed {eid}" in done.stdout
+    assert eid not in bridge.cli("faults").stdout
+    n = len(intake.posts_for(eid))
+    intake.mode = "up"
+    later = dev.alarm()
+    dev.wait_stage(later, "accepted")  # the bridge is sending, but not the closed one
+    assert len(intake.posts_for(eid)) == n
+    listed = bridge.cli("alarms", "list").stdout
+    assert eid in listed and "closed" in listed and "called 114 by phone" in listed
+    again = bridge.cli("alarms", "close", eid, "--why", "twice")
+    assert again.returncode == 1 and "nothing to close" in again.stderr
 
 
 def test_a_device_cannot_publish_on_another_devices_topic(fleet, broker, make_bridge, intake):

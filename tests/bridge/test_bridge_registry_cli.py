@@ -86,6 +86,13 @@ def test_config_file_and_environment_overrides(tmp_path):
     p.write_text("sinks: [{name: a, type: cap}]\naccepted_from: z\n")
     with pytest.raises(config.ConfigError, match="accepted_from"):
         config.load(p, environ={})
+    assert cfg["delivery"]["horizon_s"] == 86400 and cfg["delivery"]["late_backoff_max_s"] == 60
+    p.write_text("delivery: {horizon_s: 50}\n")  # shorter than max_age_s: it would give up before failing
+    with pytest.raises(config.ConfigError, match="horizon_s .* at least delivery.max_age_s"):
+        config.load(p, environ={})
+    p.write_text("delivery: {late_backoff_max_s: 0}\n")
+    with pytest.raises(config.ConfigError, match="late_backoff_max_s must be a positive"):
+        config.load(p, environ={})
 
 
 class Dev:

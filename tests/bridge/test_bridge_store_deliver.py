@@ -196,26 +196,108 @@ def test_retry_with_backoff_then_accept(dbp):
     assert len(sink.reports) == 3 and w.backlog() == 0
 
 
-def test_refused_fails_at_once_with_a_fault(dbp):
+def _open_delivery_faults(conn):
+    return [dict(r) for r in conn.execute("SELECT * FROM faults WHERE kind='delivery' AND open=1")]
+
+
+def test_refused_fails_at_once_with_a_fault_and_is_tried_again(dbp):
     store_all(dbp, [incoming(1)])
-    sink = ScriptedSink([Outcome.refused("schema error")])
-    w, stages = worker(dbp, sink, Clock(1001.0))
+    sink = ScriptedSink([Outcome.refused("schema error"), Outcome.accepted("INC-7")])
+    clock = Clock(1001.0)
+    w, stages = worker(dbp, sink, clock, backoff_initial_s=1.0)
     w.pump()
     assert stages[-1][1] == "failed" and "schema error" in stages[-1][3]
-    f = w.conn.execute("SELECT * FROM faults WHERE kind='delivery'").fetchone()
-    assert f["sink"] == "s" and "schema error" in f["reason"]
+    [f] = _open_delivery_faults(w.conn)
+    assert f["sink"] == "s" and "schema error" in f["reason"] and f["event"] == f"{DEV}-00000001"
+    assert w.backlog() == 1  # not given up: the sink may be mended
+    clock.t += 2.1
+    w.pump()
+    assert stages[-1] == (f"{DEV}-00000001", "accepted", "INC-7", None)
+    assert _open_delivery_faults(w.conn) == []
 
 
-def test_no_acceptance_within_max_age_is_a_failure(dbp):
+def test_failed_is_not_final_a_late_acceptance_reaches_the_device_and_clears_the_fault(dbp):
+    """EN 54-21: no acceptance within 100 s -> the device is told `failed` (the occupant calls 114) and
+    the operator gets a fault; sending goes on, at most a minute apart, and when 114 takes it at last
+    the device hears `accepted` with the incident id and the fault closes."""
     store_all(dbp, [incoming(1)])  # received at 1001
-    sink = ScriptedSink([Outcome.retry("timeout")] * 100)
+    sink = ScriptedSink([Outcome.retry("timeout")] * 12 + [Outcome.accepted("INC-LATE")])
     clock = Clock(1001.0)
-    w, stages = worker(dbp, sink, clock, max_age_s=100, backoff_initial_s=30, backoff_max_s=60)
-    for _ in range(10):
+    w, stages = worker(dbp, sink, clock, max_age_s=100, backoff_initial_s=30, backoff_max_s=60,
+                       late_backoff_max_s=60)
+    sent_at = []
+    while not stages or stages[-1][1] != "accepted":
+        n = len(sink.reports)
         w.pump()
-        clock.t += 30
-    assert stages[-1][1] == "failed" and "within 100 s" in stages[-1][3] and "timeout" in stages[-1][3]
-    assert len(sink.reports) == 3  # at 1001, 1031 (+30), 1091 (+60); the next is capped at 1101: failed
+        if len(sink.reports) > n:
+            sent_at.append(clock.t)
+        if [s for s in stages if s[1] == "failed"] and clock.t < 1200:
+            assert [f["event"] for f in _open_delivery_faults(w.conn)] == [f"{DEV}-00000001"]
+        clock.t += 5
+        assert clock.t < 3000, "never accepted"
+    failed = [s for s in stages if s[1] == "failed"]
+    assert len(failed) == 1 and "within 100 s" in failed[0][3] and "timeout" in failed[0][3]
+    assert sent_at[:3] == [1001.0, 1031.0, 1091.0]  # before the deadline: 30, then 60 s apart, capped at 1101
+    assert all(b - a <= 60 for a, b in zip(sent_at, sent_at[1:]))  # and never more than a minute after it
+    assert stages[-1] == (f"{DEV}-00000001", "accepted", "INC-LATE", None)
+    assert _open_delivery_faults(w.conn) == [] and w.backlog() == 0
+    row = w.conn.execute("SELECT state, failed_at FROM deliveries").fetchone()
+    assert row["state"] == "accepted" and row["failed_at"] is not None
+
+
+def test_gives_up_at_the_horizon_and_says_so(dbp):
+    store_all(dbp, [incoming(1)])
+    sink = ScriptedSink([Outcome.retry("HTTP 503")] * 1000)
+    clock = Clock(1001.0)
+    w, stages = worker(dbp, sink, clock, max_age_s=100, horizon_s=3600, late_backoff_max_s=600)
+    while w.backlog():
+        w.pump()
+        clock.t += 60
+        assert clock.t < 10000
+    assert 4601 <= clock.t <= 4801  # the horizon, an hour after receipt
+    [f] = _open_delivery_faults(w.conn)
+    assert "gave up" in f["reason"] and "1 h" in f["reason"] and "HTTP 503" in f["reason"]
+    assert [s[1] for s in stages].count("failed") == 1  # the device was told once, at 100 s
+    assert w.conn.execute("SELECT state FROM deliveries").fetchone()[0] == "failed"
+
+
+def test_an_operator_closes_an_alarm_the_114_side_never_took(dbp):
+    from bridge.alarms import CloseError, close, undelivered
+
+    store_all(dbp, [incoming(1), incoming(2)])
+    sink = ScriptedSink([Outcome.refused("HTTP 422")] * 10)
+    clock = Clock(1003.0)
+    w, stages = worker(dbp, sink, clock)
+    w.pump()
+    assert len(_open_delivery_faults(w.conn)) == 2
+    eid = f"{DEV}-00000001"
+    for bad, said in (("", "say why"), ("x" * 301, "at most 300"), ):
+        with pytest.raises(CloseError, match=said):
+            close(w.conn, eid, bad)
+    with pytest.raises(CloseError, match="no event"):
+        close(w.conn, f"{DEV}-00000099", "called 114")
+    assert close(w.conn, eid, "  called 114 by phone   at 10:42 ") == ["s"]
+    with pytest.raises(CloseError, match="nothing to close"):
+        close(w.conn, eid, "again")
+    assert [f["event"] for f in _open_delivery_faults(w.conn)] == [f"{DEV}-00000002"]
+    listed = {r["event_id"]: r for r in undelivered(w.conn)}
+    assert listed[eid]["state"] == "closed" and listed[eid]["closed_why"] == "called 114 by phone at 10:42"
+    n = len(sink.reports)
+    clock.t += 120
+    w.pump()
+    assert [r.event_id for r in sink.reports[n:]] == [f"{DEV}-00000002"]  # the closed one is not sent
+
+
+def test_a_cancel_is_not_held_behind_its_failed_alarm(dbp):
+    store_all(dbp, [incoming(1)])
+    sink = ScriptedSink([Outcome.refused("HTTP 422"), Outcome.accepted("INC-C")])
+    clock = Clock(1001.0)
+    w, stages = worker(dbp, sink, clock, late_backoff_max_s=600, backoff_initial_s=300)
+    w.pump()  # the alarm fails; it is tried again minutes later
+    store_all(dbp, [incoming(2, type="cancel", cause="button", ref=f"{DEV}-00000001")])
+    clock.t += 1.5
+    w.pump()
+    assert [r.event_id for r in sink.reports] == [f"{DEV}-00000001", f"{DEV}-00000002"]
 
 
 def test_update_waits_for_its_incident_and_carries_the_incident_id(dbp):

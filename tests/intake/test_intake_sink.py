@@ -243,3 +243,15 @@ def test_a_retry_with_a_revised_assessment_is_the_same_event(intake, make_sink):
                                   site=dataclasses.replace(first.site, contact_phone="+84 90 000 0000"))
     again = sink.send(revised)
     assert again.status == "accepted" and again.ref == opened.ref and "replay" in again.detail
+
+
+def test_a_late_report_reaches_the_intake_saying_why(intake, make_sink):
+    sink = make_sink(intake)
+    why = "counter 4 arrived after 11: sent again late, or overtaken"
+    outcome = sink.send(make_report(late=why))
+    assert outcome.status == "accepted"
+    assert incident(intake, outcome.ref)["report"]["late"] == why
+    assert "late" not in incident(intake, sink.send(make_report()).ref)["report"]
+    body = dict(valid_report_body(), late="x" * 501)
+    status, _, answer = call(intake.port, "POST", "/v1/reports", body, headers={"Idempotency-Key": event_id()})
+    assert status == 422 and any(e["field"] == "late" for e in answer["errors"]), answer
