@@ -51,24 +51,22 @@ def incident_part(incident_key: str, parts: int) -> int:
     return zlib.crc32(incident_key.encode()) % parts
 
 
+def _past(deadline: float, now: float, why: str, last_error: str | None) -> str | None:
+    if now < deadline:
+        return None
+    return f"{why} (last error: {last_error})" if last_error else why
+
+
 def overdue(created_at: float, now: float, policy: DeliveryPolicy, sink: str, last_error: str | None) -> str | None:
     """Why a report not accepted in time has failed, or None while it still has time."""
-    if now < created_at + policy.max_age_s:
-        return None
-    why = f"not accepted by {sink} within {policy.max_age_s:.0f} s"
-    if last_error:
-        why += f" (last error: {last_error})"
-    return why
+    return _past(created_at + policy.max_age_s, now, f"not accepted by {sink} within {policy.max_age_s:.0f} s",
+                 last_error)
 
 
 def expired(created_at: float, now: float, policy: DeliveryPolicy, sink: str, last_error: str | None) -> str | None:
     """Why the bridge gives up on a failed report (its horizon has passed), or None while it tries."""
-    if now < created_at + policy.horizon_s:
-        return None
-    why = f"gave up: not accepted by {sink} within {policy.horizon_s / 3600:g} h of receipt"
-    if last_error:
-        why += f" (last error: {last_error})"
-    return why
+    return _past(created_at + policy.horizon_s, now,
+                 f"gave up: not accepted by {sink} within {policy.horizon_s / 3600:g} h of receipt", last_error)
 
 
 def late_retry_at(attempts: int, now: float, created_at: float, policy: DeliveryPolicy) -> float:

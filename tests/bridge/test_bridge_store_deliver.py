@@ -238,7 +238,8 @@ def test_failed_is_not_final_a_late_acceptance_reaches_the_device_and_clears_the
     failed = [s for s in stages if s[1] == "failed"]
     assert len(failed) == 1 and "within 100 s" in failed[0][3] and "timeout" in failed[0][3]
     assert sent_at[:3] == [1001.0, 1031.0, 1091.0]  # before the deadline: 30, then 60 s apart, capped at 1101
-    assert all(b - a <= 60 for a, b in zip(sent_at, sent_at[1:]))  # and never more than a minute after it
+    # after it never more than a minute apart (plus the 5 s step of this loop)
+    assert all(b - a <= 65 for a, b in zip(sent_at, sent_at[1:], strict=False))
     assert stages[-1] == (f"{DEV}-00000001", "accepted", "INC-LATE", None)
     assert _open_delivery_faults(w.conn) == [] and w.backlog() == 0
     row = w.conn.execute("SELECT state, failed_at FROM deliveries").fetchone()
