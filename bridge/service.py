@@ -16,6 +16,7 @@ from firmware import protocol_host
 from firmware.protocol_host import Refused
 
 from . import __version__, db, pipeline, sinks
+from .clock import BridgeClock, record_offset
 from .ingest import MqttLink
 from .metrics import Metrics
 from .registry import Registry
@@ -57,7 +58,8 @@ class Bridge:
             self.sinks.append(lane[0])
             lanes.append(lane)
         sup = cfg["supervision"]
-        self.presence = Presence({"mains": sup["mains_s"], "battery": sup["battery_s"]})
+        self.clock = BridgeClock()  # every deadline and sign of life is read on it (bridge/clock.py)
+        self.presence = Presence({"mains": sup["mains_s"], "battery": sup["battery_s"]}, started_at=self.clock())
         self.conn = db.connect(cfg["db"], durable=False)  # the supervision thread's own connection
         self.presence.load(self.conn)
         self.shared = bool(cfg["mqtt"].get("shared_group"))
@@ -73,7 +75,8 @@ class Bridge:
                            on_stage=self._publish_ack, policy=policy,
                            location=LocationPolicy(float(loc["gps_max_age_s"]), float(loc["gps_max_acc_m"])),
                            verify_policy=VerifyPolicy(float(ver["window_s"]), float(ver["offline_window_s"])),
-                           metrics=self.metrics, part=(i, len(lane)), claim_s=CLAIM_S if self.shared else 0.0)
+                           metrics=self.metrics, part=(i, len(lane)), claim_s=CLAIM_S if self.shared else 0.0,
+                           clock=self.clock)
             for lane in lanes for i, s in enumerate(lane)
         ]
         self._first_workers = {w.name_: w for w in reversed(self.workers)}  # one per sink, for gauges
@@ -84,7 +87,7 @@ class Bridge:
         self._ticker = Ticker(cfg, self.bridge_id, __version__, registry=self.registry, presence=self.presence,
                               writer=self.writer, metrics=self.metrics, conn=self.conn,
                               backlogs=self._first_workers, counts=self._counts, publish=self.link.publish,
-                              shared=self.shared, stopping=self._stopping)
+                              shared=self.shared, stopping=self._stopping, clock=self.clock)
         self._reject_log: dict[str, float] = {}
 
     # --- lifecycle ---
@@ -92,6 +95,7 @@ class Bridge:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.writer.start()
         self.writer.started_ok.wait(10)
+        self.writer.submit(lambda conn: record_offset(conn, self.clock.base))  # what the stored times follow
         for w in self.workers:
             w.start()
         for w in self._first_workers.values():
@@ -113,7 +117,7 @@ class Bridge:
         stage they already have)."""
         if not self.link.ready.wait(30) or self._stopping.is_set():
             return
-        since = time.time() - REANNOUNCE_S
+        since = self.clock() - REANNOUNCE_S
         stages = protocol_host.ACK_STAGES
         conn = db.connect(self.cfg["db"], durable=False)
         try:
@@ -153,7 +157,7 @@ class Bridge:
         return d.building if d is not None else ""
 
     def _on_message(self, msg) -> None:
-        now = time.time()
+        now = self.clock()
         self._counts["received"] += 1
         try:
             dev, kind = protocol_host.split_topic(msg.topic)

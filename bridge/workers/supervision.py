@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from firmware import protocol_host
 
+from ..clock import BridgeClock, move_stored_times
 from ..faults import clear_fault, raise_fault
 
 log = logging.getLogger("bridge")
@@ -84,6 +85,12 @@ class Presence:
                         why = f"silent for {now - last:.0f} s ({d.supervision} limit {period:g} s)"
                     out.append(Transition(d.id, False, why, now))
         return out
+
+    def shift(self, d: float) -> None:
+        """The clock its times are read on followed a step of the system clock."""
+        with self._lock:
+            self.started_at += d
+            self.last_seen = {k: v + d for k, v in self.last_seen.items()}
 
     def take_dirty(self) -> dict[str, float]:
         with self._lock:
@@ -155,7 +162,7 @@ class Ticker(threading.Thread):
 
     def __init__(self, cfg: dict, bridge_id: str, version: str, *, registry, presence: Presence, writer, metrics,
                  conn: sqlite3.Connection, backlogs: dict, counts: dict, publish: Callable, shared: bool,
-                 stopping: threading.Event):
+                 stopping: threading.Event, clock: BridgeClock | None = None):
         super().__init__(name="supervision", daemon=True)
         self.cfg = cfg
         self.bridge_id = bridge_id
@@ -170,6 +177,8 @@ class Ticker(threading.Thread):
         self.publish = publish
         self.shared = shared
         self._stopping = stopping
+        self.clock = clock or BridgeClock()
+        self._following = False  # a step is being moved into the database: noticed once
 
     def run(self) -> None:
         check_s = float(self.cfg["supervision"]["check_s"])
@@ -200,8 +209,29 @@ class Ticker(threading.Thread):
                     out.append(t)
         return out
 
+    def follow_clock_step(self) -> None:
+        """The system clock stepped: move what the database holds, then let the bridge clock follow."""
+        d = 0.0 if self._following else self.clock.pending_step()
+        if not d:
+            return
+        self._following = True
+        offset = self.clock.base + d
+
+        def job(conn):
+            moved = move_stored_times(conn, offset, self.clock.step_s)
+
+            def after():
+                self.presence.shift(d)
+                self.clock.follow(d)
+                self._following = False
+                log.warning("system clock stepped: deadlines and signs of life moved with it, none failed or "
+                            "frozen by it", extra={"step_s": round(d, 3), "moved_s": round(moved, 3)})
+            return after
+        self.writer.submit(job)
+
     def tick(self) -> None:
-        now = time.time()
+        self.follow_clock_step()
+        now = self.clock()
         devices = self.registry.cached()
         back = self._peer_sightings() if self.shared else []
         transitions = back + self.presence.sweep(devices, now)
