@@ -69,6 +69,12 @@ LOC_SOURCES = ("gps", "fixed")
 # -- limits a receiver checks -------------------------------------------------------------------
 MAX_CAUSE = 32
 MAX_REASON = 200  # characters of an ack's reason
+MAX_INCIDENT = 64  # characters of a 114 incident id the bridge passes on to a device
+
+
+def valid_incident(s):
+    """An incident id from the 114 side that may go into an ack: 1..MAX_INCIDENT printable ASCII."""
+    return isinstance(s, str) and 0 < len(s) <= MAX_INCIDENT and all(" " < c <= "~" for c in s)
 CTR_MAX = (1 << 63) - 1
 
 

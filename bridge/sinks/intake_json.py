@@ -23,6 +23,8 @@ import threading
 from datetime import datetime, timezone
 from urllib.parse import quote, urlsplit
 
+from firmware.protocol_host import MAX_INCIDENT, valid_incident
+
 from ..report import Outcome, Report
 
 UPDATE_KIND = {"cancel": "cancel", "restore": "restore", "alarm": "escalation"}
@@ -159,7 +161,11 @@ class IntakeJsonSink:
         message = body.get("message") or body.get("error") or ""
         if 200 <= status < 300:
             replay = " (replay)" if status == 200 else ""
-            return Outcome.accepted(body.get("incident_id"), f"HTTP {status}{replay}")
+            inc = body.get("incident_id")
+            if not valid_incident(inc):  # it goes into the device's ack and the operator's screen
+                return Outcome.refused(f"{self.name}: HTTP {status} with an incident id that cannot be passed on "
+                                       f"(want 1-{MAX_INCIDENT} printable characters): {str(inc)[:80]!r}")
+            return Outcome.accepted(inc, f"HTTP {status}{replay}")
         detail = f"{self.name}: HTTP {status}: {message}".rstrip(": ")
         if status >= 500 or status in RETRY_STATUSES:
             return Outcome.retry(detail)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import pytest
 from bridge_harness import wait_for
-from test_bridge_store_deliver import DEV, ScriptedSink, dbp, incoming  # noqa: F401  (dbp: a fixture)
+from test_bridge_store_deliver import DEV, KEY, ScriptedSink, incoming
 
 from bridge import db
 from bridge.clock import BridgeClock, move_stored_times, record_offset
@@ -18,6 +19,13 @@ from bridge.stages.deliver import DeliveryPolicy
 from bridge.workers.delivery import DeliveryWorker
 from bridge.workers.store_writer import StoreWriter
 from bridge.workers.supervision import Presence, Ticker
+
+
+@pytest.fixture
+def dbp(tmp_path):
+    p = tmp_path / "b.db"
+    Registry(p).upsert({"id": DEV, "key": KEY.hex(), "building": "Toa nha A", "lat": 21.0, "lon": 105.8})
+    return p
 
 
 class Clocks:
@@ -93,7 +101,7 @@ def _follow(ticker, clock, wanted):
     wait_for(lambda: abs(clock.base - (before + wanted)) < 1e-6, timeout=10)
 
 
-def test_a_step_forward_fails_no_fresh_alarm_and_moves_the_deadline_with_it(dbp):  # noqa: F811
+def test_a_step_forward_fails_no_fresh_alarm_and_moves_the_deadline_with_it(dbp):
     clocks = Clocks()
     sink = ScriptedSink([Outcome.retry("HTTP 503")] * 100)
     clock, writer, worker, stages, presence, ticker = _system(dbp, sink, clocks)
@@ -118,7 +126,7 @@ def test_a_step_forward_fails_no_fresh_alarm_and_moves_the_deadline_with_it(dbp)
         writer.join(10)
 
 
-def test_a_step_back_freezes_no_retry_and_no_presence_judgement(dbp):  # noqa: F811
+def test_a_step_back_freezes_no_retry_and_no_presence_judgement(dbp):
     clocks = Clocks()
     sink = ScriptedSink([Outcome.retry("HTTP 503"), Outcome.retry("HTTP 503"), Outcome.accepted("INC-1")])
     clock, writer, worker, stages, presence, ticker = _system(dbp, sink, clocks)
@@ -144,7 +152,7 @@ def test_a_step_back_freezes_no_retry_and_no_presence_judgement(dbp):  # noqa: F
         writer.join(10)
 
 
-def test_two_bridges_on_one_database_move_the_stored_times_once(dbp):  # noqa: F811
+def test_two_bridges_on_one_database_move_the_stored_times_once(dbp):
     conn = db.connect(dbp)
     conn.execute("INSERT INTO deliveries (sink, event_id, seq, created_at, next_at) VALUES ('s', 'e', 1, 100, 105)")
     record_offset(conn, 1000.0)
