@@ -5,7 +5,6 @@ Keys live in the bridge database only; nothing here prints or logs them (`Device
 
 from __future__ import annotations
 
-import csv
 import re
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from firmware import protocol_host
 
 from . import db
+from .csvtext import CsvTextError, dict_reader
 
 KEY_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 TEXT_FIELDS = ("board", "building", "address", "floor", "room", "contact_phone", "province",
@@ -181,32 +181,35 @@ class Registry:
         """Import a building's devices. Bad rows are reported by line number; good rows still go in."""
         result = ImportResult()
         seen: dict[str, int] = {}
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [k for k in ("id", "key") if k not in header]
-            if missing:
-                result.errors.append((1, f"header row lacks column(s): {', '.join(missing)}"))
-                return result
-            unknown = [h for h in header if h not in FIELDS]
-            if unknown:
-                result.errors.append((1, f"unknown column(s) ignored: {', '.join(unknown)}"))
-            reader.fieldnames = header
-            for row in reader:
-                line = reader.line_num
-                if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                    continue
-                dev_id = (row.get("id") or "").strip()
-                if dev_id in seen:
-                    result.errors.append((line, f"duplicate id {dev_id!r} (first on line {seen[dev_id]})"))
-                    continue
-                try:
-                    self.upsert({k: row.get(k) for k in FIELDS})
-                except RegistryError as e:
-                    result.errors.append((line, str(e)))
-                    continue
-                seen[dev_id] = line
-                result.added.append(dev_id)
+        try:
+            reader = dict_reader(path)
+        except CsvTextError as e:
+            result.errors.append((1, str(e)))
+            return result
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [k for k in ("id", "key") if k not in header]
+        if missing:
+            result.errors.append((1, f"header row lacks column(s): {', '.join(missing)}"))
+            return result
+        unknown = [h for h in header if h not in FIELDS]
+        if unknown:
+            result.errors.append((1, f"unknown column(s) ignored: {', '.join(unknown)}"))
+        reader.fieldnames = header
+        for row in reader:
+            line = reader.line_num
+            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                continue
+            dev_id = (row.get("id") or "").strip()
+            if dev_id in seen:
+                result.errors.append((line, f"duplicate id {dev_id!r} (first on line {seen[dev_id]})"))
+                continue
+            try:
+                self.upsert({k: row.get(k) for k in FIELDS})
+            except RegistryError as e:
+                result.errors.append((line, str(e)))
+                continue
+            seen[dev_id] = line
+            result.added.append(dev_id)
         return result
 
     def close(self) -> None:

@@ -7,7 +7,6 @@ need (SIA DC-09 account) go to record.json beside it. Keys are never printed or 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -281,35 +280,35 @@ def _row_site(row: dict[str, str]) -> Site:
 def create_from_csv(csv_path: Path, devices_dir: Path, net: Network,
                     boards_yaml: Path = BOARDS_YAML) -> CsvResult:
     """One device per row; a bad row is reported by its line number and the others still go through."""
+    from bridge.csvtext import CsvTextError, dict_reader
+
     result = CsvResult()
     try:
-        f = open(csv_path, newline="", encoding="utf-8-sig")
-    except OSError as e:
-        raise DeviceError(f"{csv_path}: cannot read ({e.strerror})") from None
-    with f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in CSV_COLUMNS if c not in header]
-        if missing:
-            raise DeviceError(
-                f"{csv_path}: line 1: missing column(s) {', '.join(missing)}; "
-                f"the header must be: {','.join(CSV_COLUMNS)}"
-            )
-        reader.fieldnames = header
-        seen: dict[str, int] = {}
-        for row in reader:
-            line = reader.line_num
-            try:
-                if None in row or any(v is None for v in row.values()):
-                    raise DeviceError(f"expected {len(header)} columns")
-                dev_id = (row.get("id") or "").strip()
-                check_id(dev_id)
-                if dev_id in seen:
-                    raise DeviceError(f"duplicate device id '{dev_id}' (first on line {seen[dev_id]})")
-                create_device(devices_dir, dev_id, (row.get("board") or "").strip(), _row_site(row), net,
-                              boards_yaml)
-                seen[dev_id] = line
-                result.created.append(dev_id)
-            except ProvisionError as e:
-                result.errors.append(f"line {line}: {e}")
+        reader = dict_reader(csv_path)
+    except CsvTextError as e:
+        raise DeviceError(str(e)) from None
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise DeviceError(
+            f"{csv_path}: line 1: missing column(s) {', '.join(missing)}; "
+            f"the header must be: {','.join(CSV_COLUMNS)}"
+        )
+    reader.fieldnames = header
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        try:
+            if None in row or any(v is None for v in row.values()):
+                raise DeviceError(f"expected {len(header)} columns")
+            dev_id = (row.get("id") or "").strip()
+            check_id(dev_id)
+            if dev_id in seen:
+                raise DeviceError(f"duplicate device id '{dev_id}' (first on line {seen[dev_id]})")
+            create_device(devices_dir, dev_id, (row.get("board") or "").strip(), _row_site(row), net,
+                          boards_yaml)
+            seen[dev_id] = line
+            result.created.append(dev_id)
+        except ProvisionError as e:
+            result.errors.append(f"line {line}: {e}")
     return result

@@ -118,3 +118,19 @@ def test_presence_by_traffic_and_class_periods(tmp_path):
     assert {r["device"] for r in conn.execute("SELECT device FROM faults WHERE open=1")} == {"m", "b"}
     apply_transitions(conn, [back])
     assert {r["device"] for r in conn.execute("SELECT device FROM faults WHERE open=1")} == {"b"}
+
+
+def test_csv_import_takes_a_spreadsheets_unicode_text_and_refuses_other_encodings(tmp_path, capsys):
+    text = f"id\tkey\tbuilding\tfloor\nhn-b-0011\t{KEY}\tToà nhà Đông\t1\n"
+    csv = tmp_path / "unicode.txt"
+    csv.write_bytes(text.encode("utf-16"))  # Excel's "Unicode text": UTF-16 with a BOM, tab-separated
+    dbp = tmp_path / "b.db"
+    assert cli.main(["devices", "import", str(csv), "--db", str(dbp)]) == 0
+    assert Registry(dbp).get("hn-b-0011").building == "Toà nhà Đông"
+    capsys.readouterr()
+    legacy = tmp_path / "legacy.csv"
+    legacy.write_bytes(f"id,key,building\nhn-b-0012,{KEY},Tòa nhà Tây\n".encode("cp1258", errors="replace"))
+    assert cli.main(["devices", "import", str(legacy), "--db", str(dbp)]) == 1
+    err = capsys.readouterr().err
+    assert f"{legacy}:1:" in err and "line 2: not UTF-8" in err and "'CSV UTF-8'" in err
+    assert Registry(dbp).get("hn-b-0012") is None

@@ -1,5 +1,6 @@
 """new-device: records with fresh secrets, private files, CSV import for a building, clear refusals."""
 
+import codecs
 import json
 import os
 import stat
@@ -115,3 +116,31 @@ def test_a_key_file_readable_by_others_is_refused(tmp_path, make_device, devices
     r = run_cli("build", "--devices-dir", str(devices_dir), "--device", "hn-a-0001", cwd=tmp_path)
     assert r.returncode == 1 and "chmod 600" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "build").exists()
+
+
+ROW = "hn-a-0201,esp32-devkitc,Toà nhà Đông,12 Láng Hạ,3,301,21.0285,105.8048,10,0901234567,Hà Nội\n"
+
+
+@pytest.mark.parametrize("encode", [
+    pytest.param(lambda text: text.encode("utf-8"), id="utf-8"),
+    pytest.param(lambda text: codecs.BOM_UTF8 + text.encode("utf-8"), id="utf-8 with BOM (CSV UTF-8)"),
+    pytest.param(lambda text: text.replace(",", "\t").encode("utf-16"), id="utf-16 tab-separated (Unicode text)"),
+    pytest.param(lambda text: codecs.BOM_UTF16_BE + text.encode("utf-16-be"), id="utf-16 big-endian"),
+])
+def test_csv_in_the_encodings_a_spreadsheet_writes(tmp_path, encode):
+    csv = tmp_path / "export.csv"
+    csv.write_bytes(encode(HEADER + ROW))
+    r = run_cli(*NEW, "--csv", str(csv), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = "".join(json.dumps(json.loads(p.read_text(encoding="utf-8")), ensure_ascii=False)
+                   for p in (tmp_path / "devices" / "hn-a-0201").glob("*.json"))
+    assert "Toà nhà Đông" in text and "Láng Hạ" in text
+
+
+def test_csv_in_another_encoding_is_refused_in_one_line(tmp_path):
+    csv = tmp_path / "legacy.csv"
+    csv.write_bytes((HEADER + ROW).encode("cp1258", errors="replace"))  # a Windows Vietnamese code page
+    r = run_cli(*NEW, "--csv", str(csv), cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "line 2: not UTF-8" in r.stderr and "save it from the spreadsheet as 'CSV UTF-8'" in r.stderr
+    assert not (tmp_path / "devices").exists() or not list((tmp_path / "devices").iterdir())
