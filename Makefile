@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run     start broker, bridge, 114 reference intake and three virtual boards"
-	@echo "make press DEVICE=<id>   press a virtual board's button while 'make run' is up"
+	@echo "make press DEVICE=<id>   press a virtual board's button while 'make run' is up (HOLD=3.5: a long hold, which cancels)"
 	@echo "make test    run every test (installs what it needs first)"
 	@echo "make lint    ruff, mypy, type check of firmware/ against the ESP32 stubs, mpy-cross compile, architecture rules"
 	@echo "make hil     hardware-in-the-loop suite on virtual boards"
@@ -63,8 +63,8 @@ run: setup
 	@$(BIN)/baochay-stack
 
 press: setup
-	@test -n "$(DEVICE)" || { echo "usage: make press DEVICE=<device id> (see the list 'make run' printed)"; exit 2; }
-	@$(BIN)/baochay-stack press $(DEVICE)
+	@test -n "$(DEVICE)" || { echo "usage: make press DEVICE=<device id> [HOLD=3.5] (see the list 'make run' printed)"; exit 2; }
+	@$(BIN)/baochay-stack press $(DEVICE) $(if $(HOLD),--hold $(HOLD))
 
 hil: setup
 	@if [ -n "$(PORT)" ] && { [ -z "$(DEVICE)" ] || [ -z "$(BROKER)" ]; }; then \

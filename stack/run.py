@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -161,19 +162,32 @@ class Stack:
         if watch:
             self.watch()
         (self.dir / STATE).write_text(json.dumps({"boards": {s["cfg"]["dev"]: s["port"] for s in self.sites},
-                                                  "intake": self.intake_url, "bridge_config": str(self.bridge_conf)}))
+                                                  "intake": self.intake_url, "bridge_config": str(self.bridge_conf),
+                                                  "pid": os.getpid()}))
 
     def down(self) -> None:
+        (self.dir / STATE).unlink(missing_ok=True)  # `make press` must not find a stopped system
         if self.watcher:
             self.watcher.loop_stop()
         stop_all(*self.boards, self.bridge, self.intake, self.broker)
 
 
+def _running(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)  # signal 0: is it there (and ours)?
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def press(workdir: Path, dev: str, ms: int = 200) -> int:
+    """Press a running board's button for `ms` (a hold of hold_cancel_ms or more cancels its alarm)."""
     try:
         state = json.loads((workdir / STATE).read_text())
     except (OSError, ValueError):
-        say("error: no running system found; start it first with `make run`")
+        state = None
+    if not state or not _running(state.get("pid")):  # a run killed before it could tidy up leaves one
+        say("error: no running system; start it first with `make run` (and keep it running)")
         return 2
     boards = state["boards"]
     if dev.isdigit() and 1 <= int(dev) <= len(boards):
@@ -187,9 +201,14 @@ def press(workdir: Path, dev: str, ms: int = 200) -> int:
         say(f"error: {e}")
         return 1
     try:
+        mark = con.mark()
         con.request("press", ms=ms)
-        ev = con.wait_for(lambda m: m.get("ev") == "event", 5)
-        say(f"pressed {dev}: alarm {ev['id']} raised; watch it at {state['intake']}/")
+        con.wait_for(lambda m: m.get("ev") == "event", 5, since=mark)
+        # the alarm leaves at the press; a long enough hold then cancels it: report what the hold did
+        con.wait_for(lambda m: m.get("ev") == "button" and m.get("state") == "up", 5 + ms / 1000, since=mark)
+        time.sleep(0.2)
+        done = [f"{e.get('type')} {e.get('id')}" for e in con.find("event", since=mark)]
+        say(f"pressed {dev} for {ms / 1000:g} s: {', then '.join(done)}; watch it at {state['intake']}/")
         return 0
     except ConsoleError as e:
         say(f"error: {dev} did not answer: {e}")
@@ -205,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start everything (the default)")
     p = sub.add_parser("press", help="press a running board's button")
     p.add_argument("device", help="device id, or its number in the list")
-    p.add_argument("--ms", type=int, default=200)
+    p.add_argument("--ms", type=int, default=200, help="how long the button is held (default 200 ms)")
+    p.add_argument("--hold", type=float, help="hold it this many seconds instead (3.5: a long hold cancels)")
     ap.add_argument("--boards", type=int, default=3, choices=range(1, len(SITES) + 1))
     args = ap.parse_args(argv)
     if args.cmd == "press":
-        return press(args.workdir, args.device, args.ms)
+        return press(args.workdir, args.device, int(args.hold * 1000) if args.hold else args.ms)
     stack = Stack(args.workdir, args.boards)
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

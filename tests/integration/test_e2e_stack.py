@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -77,3 +79,29 @@ def test_a_reflashed_board_counts_from_one_again_and_its_alarm_reaches_114(stack
     assert again["id"] == ev["id"] and again["incident"] and again["incident"] != first["incident"]
     out = stack.bridge.cli("status").stdout
     assert f"{boot['ep']} NEW" in out and f"(was {old_ep})" in out
+
+
+def test_make_press_presses_holds_and_knows_when_nothing_runs(tmp_path, capsys):
+    """`make press DEVICE=...` (and HOLD=3.5) against a running system, then after it stopped."""
+    from stack.run import STATE, press
+
+    s = Stack(tmp_path / "stack", 1)  # consoles closed, as `make run` leaves them for `make press`
+    try:
+        s.up()
+        dev = s.sites[0]["cfg"]["dev"]
+        assert press(s.dir, "1", 100) == 0
+        out = capsys.readouterr().out
+        assert f"pressed {dev} for 0.1 s: alarm {dev}-" in out and s.intake_url in out
+        assert press(s.dir, dev, 3500) == 0  # a long hold within the cancel window cancels it
+        assert f"pressed {dev} for 3.5 s: cancel {dev}-" in capsys.readouterr().out
+        assert press(s.dir, "nobody", 100) == 2 and "unknown device 'nobody'" in capsys.readouterr().out
+        state = json.loads((s.dir / STATE).read_text())
+    finally:
+        s.down()
+    assert press(s.dir, "1", 100) == 2
+    assert "no running system" in capsys.readouterr().out
+    # a run killed before it could tidy up leaves its state behind: its process is gone, so is the system
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (s.dir / STATE).write_text(json.dumps(dict(state, pid=gone.pid)))
+    assert press(s.dir, "1", 100) == 2 and "no running system" in capsys.readouterr().out
