@@ -33,6 +33,7 @@ ROUTES = (
     ("GET", "/healthz"),
     ("POST", "/v1/reports"),
     ("GET", "/v1/incidents"),
+    ("GET", "/v1/tests"),
     ("GET", "/v1/incidents/{incident_id}"),
     ("POST", "/v1/incidents/{incident_id}/updates"),
     ("GET", "/admin/mode"),
@@ -225,7 +226,7 @@ class Handler(BaseHTTPRequestHandler):
     def _answer_write(self, created: bool, response: dict) -> None:
         if self.server.faults.snapshot()["mode"] == "drop":
             raise _Dropped()
-        headers = {"Location": f"/v1/incidents/{response['incident_id']}"}
+        headers = {"Location": f"/v1/incidents/{response['incident_id']}"} if "incident_id" in response else {}
         if not created:
             headers["Idempotent-Replayed"] = "true"
         self._json(201 if created else 200, response, headers)
@@ -278,14 +279,21 @@ class Handler(BaseHTTPRequestHandler):
                            incident_id=e.incident_id) from None
         self._answer_write(created, response)
 
-    def list_incidents(self, query, raw) -> None:
+    @staticmethod
+    def _limit(query) -> int:
         try:
             limit = int(query.get("limit", ["100"])[0])
             if not 1 <= limit <= 1000:
                 raise ValueError
         except ValueError:
             raise ApiError(400, "bad_query", "limit must be an integer from 1 to 1000", field="limit") from None
-        self._json(200, {"incidents": self.server.store.list_incidents(limit)})
+        return limit
+
+    def list_incidents(self, query, raw) -> None:
+        self._json(200, {"incidents": self.server.store.list_incidents(self._limit(query))})
+
+    def list_tests(self, query, raw) -> None:
+        self._json(200, {"tests": self.server.store.list_tests(self._limit(query))})
 
     def get_incident(self, incident_id: str, query, raw) -> None:
         incident = self.server.store.get_incident(incident_id)
@@ -318,6 +326,7 @@ HANDLERS = {
     ("GET", "/healthz"): "healthz",
     ("POST", "/v1/reports"): "post_report",
     ("GET", "/v1/incidents"): "list_incidents",
+    ("GET", "/v1/tests"): "list_tests",
     ("GET", "/v1/incidents/{incident_id}"): "get_incident",
     ("POST", "/v1/incidents/{incident_id}/updates"): "post_update",
     ("GET", "/admin/mode"): "get_mode",

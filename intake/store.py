@@ -37,6 +37,12 @@ CREATE TABLE IF NOT EXISTS updates (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS updates_by_incident ON updates(incident_id, seq);
+CREATE TABLE IF NOT EXISTS tests (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    received_at TEXT NOT NULL,
+    report TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     scope TEXT NOT NULL,
@@ -120,7 +126,7 @@ class Store:
         self._db.execute(
             "INSERT INTO idempotency (key, scope, body_hash, incident_id, response, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (key, scope, digest, response["incident_id"], json.dumps(response), now),
+            (key, scope, digest, response.get("incident_id") or response["test_id"], json.dumps(response), now),
         )
 
     def _new_incident(self, report: dict, status: str, event_type: str, now: str) -> str:
@@ -132,6 +138,13 @@ class Store:
             (seq, incident_id, now, now, status, event_type, json.dumps(report, ensure_ascii=False)),
         )
         return incident_id
+
+    def _new_test(self, report: dict, now: str) -> str:
+        seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM tests").fetchone()[0]
+        test_id = f"114-test-{now[:10].replace('-', '')}-{seq:06d}"
+        self._db.execute("INSERT INTO tests (seq, id, received_at, report) VALUES (?, ?, ?, ?)",
+                         (seq, test_id, now, json.dumps(report, ensure_ascii=False)))
+        return test_id
 
     def _add_update(self, incident_id: str, kind: str, body: dict, now: str) -> str:
         n = self._db.execute("SELECT COUNT(*) FROM updates WHERE incident_id = ?", (incident_id,)).fetchone()[0]
@@ -165,7 +178,9 @@ class Store:
             now = now_rfc3339()
             event_type = report["event_type"]
             response: dict
-            if ref is None:
+            if event_type == "test":  # the transmission path checked: recorded, and no incident opened
+                response = {"test_id": self._new_test(report, now), "status": "test", "received_at": now}
+            elif ref is None:
                 incident_id = self._new_incident(report, "open", event_type, now)
                 response = {"incident_id": incident_id, "status": "open", "received_at": now}
             else:
@@ -241,6 +256,19 @@ class Store:
                 (limit,),
             ).fetchall()
         return [self._summary(r, r["n"]) for r in rows]
+
+    def list_tests(self, limit: int = 100) -> list[dict]:
+        """Test messages, newest first: which device checked its path to 114, and when."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM tests ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        out = []
+        for r in rows:
+            report = json.loads(r["report"])
+            out.append({"test_id": r["id"], "received_at": r["received_at"], "cause": report.get("cause"),
+                        "occurred_at": report.get("occurred_at"),
+                        "device_id": (report.get("reporter") or {}).get("device_id"),
+                        "building": report.get("building", ""), "readings": report.get("readings") or {}})
+        return out
 
     def get_incident(self, incident_id: str) -> dict | None:
         with self._lock:

@@ -153,17 +153,18 @@ class IntakeJsonSink:
             else:
                 payload = report_body(report, self.incident_type)
             status, body = self._post("/v1/reports", report.event_id, payload)
-            return self._outcome(status, body)
+            return self._outcome(status, body, "test_id" if report.type == "test" else "incident_id")
 
-    def _outcome(self, status: int, body: dict) -> Outcome:
+    def _outcome(self, status: int, body: dict, ref_key: str = "incident_id") -> Outcome:
+        """ref_key: what names the result: the incident, or for a test message its test id."""
         if status < 0:
             return Outcome.retry(body["message"])
         message = body.get("message") or body.get("error") or ""
         if 200 <= status < 300:
             replay = " (replay)" if status == 200 else ""
-            inc = body.get("incident_id")
+            inc = body.get(ref_key)
             if not valid_incident(inc):  # it goes into the device's ack and the operator's screen
-                return Outcome.refused(f"{self.name}: HTTP {status} with an incident id that cannot be passed on "
+                return Outcome.refused(f"{self.name}: HTTP {status} with an {ref_key.replace('_', ' ')} that cannot be passed on "
                                        f"(want 1-{MAX_INCIDENT} printable characters): {str(inc)[:80]!r}")
             return Outcome.accepted(inc, f"HTTP {status}{replay}")
         detail = f"{self.name}: HTTP {status}: {message}".rstrip(": ")

@@ -255,3 +255,18 @@ def test_a_late_report_reaches_the_intake_saying_why(intake, make_sink):
     body = dict(valid_report_body(), late="x" * 501)
     status, _, answer = call(intake.port, "POST", "/v1/reports", body, headers={"Idempotency-Key": event_id()})
     assert status == 422 and any(e["field"] == "late" for e in answer["errors"]), answer
+
+
+def test_a_self_test_is_a_test_message_at_114_not_an_incident(intake, make_sink):
+    sink = make_sink(intake)
+    before = len(call(intake.port, "GET", "/v1/incidents?limit=1000")[2]["incidents"])
+    test = make_report(type="test", cause="selftest", readings={"pass": True}, reasons=())
+    out = sink.send(test)
+    assert out.status == "accepted" and out.ref.startswith("114-test-")
+    again = make_sink(intake).send(test)  # a retry after a restart: the same test, not a second one
+    assert again.status == "accepted" and again.ref == out.ref and "replay" in again.detail
+    assert len(call(intake.port, "GET", "/v1/incidents?limit=1000")[2]["incidents"]) == before
+    status, headers, listing = call(intake.port, "GET", "/v1/tests?limit=10")
+    assert status == 200
+    [t] = [t for t in listing["tests"] if t["test_id"] == out.ref]
+    assert t["device_id"] == "hn-a-0001" and t["cause"] == "selftest" and t["readings"] == {"pass": True}
