@@ -133,6 +133,16 @@ def cmd_devices(args) -> int:
             rec = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
             if rec.get("key") == "-":
                 rec["key"] = sys.stdin.readline().strip()
+            elif rec.get("key", "").startswith("@"):
+                try:
+                    rec["key"] = Path(rec["key"][1:]).read_text().strip()
+                except OSError as e:
+                    print(f"error: cannot read the key file {rec['key'][1:]}: {e.strerror}", file=sys.stderr)
+                    return 2
+            else:  # a key in argv is in every process listing of the host, and in the shell's history
+                print("error: give the key as --key @FILE or --key - (stdin), never on the command line",
+                      file=sys.stderr)
+                return 2
             try:
                 dev = reg.upsert(rec)
             except RegistryError as e:
@@ -245,7 +255,7 @@ def parser() -> argparse.ArgumentParser:
     dsub = sp.add_subparsers(dest="action", required=True)
     a = dsub.add_parser("add", help="add or replace one device")
     a.add_argument("id")
-    a.add_argument("--key", required=True, help="64 hex digits, or '-' to read it from stdin")
+    a.add_argument("--key", required=True, help="@FILE: read the 64 hex digits from FILE; '-': from stdin")
     for k in FIELDS:
         if k not in ("id", "key"):
             a.add_argument("--" + k.replace("_", "-"), dest=k)

@@ -56,6 +56,8 @@ def normalise(record: dict) -> dict:
     """A registry record (strings from CSV or typed values) -> clean column values; RegistryError."""
     out: dict = {}
     dev_id = str(record.get("id") or "").strip()
+    if dev_id in protocol_host.RESERVED_IDS:
+        raise RegistryError(f"id {dev_id!r} is reserved for a service account ({', '.join(protocol_host.RESERVED_IDS)})")
     if not protocol_host.valid_id(dev_id):
         raise RegistryError(f"id {dev_id!r} must be 3-32 of a-z, 0-9, '-'")
     out["id"] = dev_id

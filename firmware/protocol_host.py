@@ -32,11 +32,15 @@ ALL = p.PREFIX + "#"
 # -- device ids ----------------------------------------------------------------------------------
 ID_MIN, ID_MAX = 3, 32
 ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
+# Never a device: "bridge" is the bridges' topic namespace (BRIDGE_NS) and their broker user, "watcher"
+# the read-only observer's broker user. A device by one of these names would log in as that service.
+RESERVED_IDS = ("bridge", "watcher")
 
 
 def valid_id(s):
-    """A device id: 3..32 of [a-z0-9-]; it is the MQTT client id and user name, so ACLs use %u."""
-    if not isinstance(s, str) or not ID_MIN <= len(s) <= ID_MAX:
+    """A device id: 3..32 of [a-z0-9-], not a reserved name; it is the MQTT client id and user name,
+    so ACLs use %u."""
+    if not isinstance(s, str) or not ID_MIN <= len(s) <= ID_MAX or s in RESERVED_IDS:
         return False
     for c in s:
         if c not in ID_CHARS:

@@ -126,7 +126,7 @@ def write_broker_config(c: BrokerConfig) -> BrokerResult:
             f.write(password + "\n")
         if not passwd.exists():
             os.close(os.open(passwd, os.O_WRONLY | os.O_CREAT, 0o600))
-        set_broker_password(passwd, c.bridge_user, password)
+        set_broker_password(passwd, c.bridge_user, password, service=True)
     res.bridge_password_file = secret
     res.files = [conf, acl, passwd, secret]
     res.commands = _owner_fix([passwd, acl], 0o600)

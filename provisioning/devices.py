@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware.protocol_host import ID_MAX, ID_MIN, valid_id
+from firmware.protocol_host import ID_MAX, ID_MIN, RESERVED_IDS, valid_id
 
 from .boards import BOARDS_YAML, get_board
 from .errors import ProvisionError
@@ -65,6 +65,9 @@ class Site:
 
 
 def check_id(dev_id: str) -> str:
+    if dev_id in RESERVED_IDS:
+        raise DeviceError(f"device id {dev_id!r} is reserved (the bridges' and the observer's broker accounts "
+                          f"and topics: {', '.join(RESERVED_IDS)}); choose another")
     if not valid_id(dev_id):
         raise DeviceError(f"device id {dev_id!r}: must be {ID_MIN}-{ID_MAX} characters of a-z, 0-9 and '-'")
     return dev_id

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from provisioning.acl import DEVICE_ACL
-from stack.mosquitto import MosquittoMissing, find_passwd_tool
+from stack.passwd import hash_password, read_users, write_users
 
 from .boards import Board
 from .errors import ProvisionError
@@ -63,25 +62,39 @@ def upsert_registry(db_path: Path, rec: dict[str, Any]) -> None:
             close()
 
 
-def set_broker_password(passwd_file: Path, user: str, password: str) -> None:
-    """Add or replace one user in a Mosquitto password file (hashed by mosquitto_passwd)."""
+DEVICES_SUFFIX = ".devices"  # beside the password file: the users this tool added there as devices
+
+
+def _devices_file(passwd_file: Path) -> Path:
+    return passwd_file.with_name(passwd_file.name + DEVICES_SUFFIX)
+
+
+def device_users(passwd_file: Path) -> set[str]:
     try:
-        tool = find_passwd_tool()
-    except MosquittoMissing as e:
-        raise RegisterError(str(e)) from None
+        return set(_devices_file(Path(passwd_file)).read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
+def set_broker_password(passwd_file: Path, user: str, password: str, service: bool = False) -> None:
+    """Add or replace one user in a Mosquitto password file, hashed here (stack/passwd.py): no
+    password on any command line. A device never replaces a user it was not added as (a service
+    account such as the bridge's, or one added by hand): that would hand the device its rights."""
     passwd_file = Path(passwd_file)
-    passwd_file.parent.mkdir(parents=True, exist_ok=True)
-    if not passwd_file.exists():
-        os.close(os.open(passwd_file, os.O_WRONLY | os.O_CREAT, 0o600))
-    st = passwd_file.stat()
-    r = subprocess.run([tool, "-b", str(passwd_file), user, password], capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        raise RegisterError(f"mosquitto_passwd failed for '{user}' on {passwd_file}: "
-                            f"{(r.stderr or r.stdout).strip()}")
-    # mosquitto_passwd rewrites the file: keep the owner and mode the broker needs
-    os.chmod(passwd_file, st.st_mode & 0o777)
-    if os.geteuid() == 0:
-        os.chown(passwd_file, st.st_uid, st.st_gid)
+    users = read_users(passwd_file)
+    ours = device_users(passwd_file)
+    if not service and user in users and user not in ours:
+        raise RegisterError(
+            f"{passwd_file}: user '{user}' is already there and was not added as a device by this tool "
+            f"(a service account, or added by hand); its password is left as it is. Choose another device "
+            f"id, or if '{user}' is a device registered before this check, add it to {_devices_file(passwd_file)}")
+    users[user] = hash_password(password)
+    write_users(passwd_file, users)
+    if not service and user not in ours:
+        listed = _devices_file(passwd_file)
+        fd = os.open(listed, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(user + "\n")
 
 
 def ensure_device_acl(acl_file: Path) -> bool:

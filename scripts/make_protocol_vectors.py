@@ -259,7 +259,8 @@ def document() -> dict:
         },
         "device_ids": {
             "valid": ["hn-a-0001", "abc", "a" * 32, "0-9"],
-            "invalid": ["ab", "a" * 33, "HN-A-0001", "hn_a_0001", "hn/a", "hn+a", "hn#a", "", "tầng-3"],
+            "invalid": ["ab", "a" * 33, "HN-A-0001", "hn_a_0001", "hn/a", "hn+a", "hn#a", "", "tầng-3", "bridge",
+                        "watcher"],
         },
     }
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from firmware import mqtt_codec
 from provisioning.acl import DEVICE_ACL, bridge_acl, observer_acl
 
+from .passwd import write_password_file
 from .ports import free_port, wait_port
 from .procs import Process, wait_until
 
@@ -34,20 +35,6 @@ def find_mosquitto() -> str:
     )
 
 
-def find_passwd_tool() -> str:
-    tool = shutil.which("mosquitto_passwd")
-    if not tool:
-        raise MosquittoMissing("mosquitto_passwd is missing: install the Debian package `mosquitto`")
-    return tool
-
-
-def write_password_file(path: Path, users: dict[str, str]) -> None:
-    """Hash `users` (name -> password) into a Mosquitto password file with mosquitto_passwd."""
-    tool = find_passwd_tool()
-    path.write_text("")
-    for name, password in users.items():
-        subprocess.run([tool, "-b", str(path), name, password], check=True, capture_output=True)
-    path.chmod(0o600)
 
 
 @dataclass

@@ -165,11 +165,26 @@ class Stack:
                                                   "intake": self.intake_url, "bridge_config": str(self.bridge_conf),
                                                   "pid": os.getpid()}))
 
+    def watcher_options(self) -> Path:
+        """mosquitto_sub's options file for the read-only watcher, 0600, in a folder of its own: with
+        XDG_CONFIG_HOME pointing there, mosquitto_sub logs in without a password on its command line."""
+        folder = self.dir / "watcher"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / "mosquitto_sub"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"-h 127.0.0.1\n-p {self._broker().port}\n-u watcher\n-P {self.watch_pw}\n")
+        return folder
+
     def down(self) -> None:
         (self.dir / STATE).unlink(missing_ok=True)  # `make press` must not find a stopped system
         if self.watcher:
             self.watcher.loop_stop()
         stop_all(*self.boards, self.bridge, self.intake, self.broker)
+
+
+def _shown(p: Path) -> str:
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def _running(pid) -> bool:
@@ -246,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     say("Ready. To press a button:")
     say(f"  type its number (1-{len(boards)}) and Enter here, or run `make press DEVICE={boards[0]}` in another terminal")
     say(f"Watch: the intake page {stack.intake_url}/ , and `.venv/bin/baochay-bridge status --config {stack.bridge_conf}`")
-    say(f"Raw signed frames: mosquitto_sub -h 127.0.0.1 -p {stack._broker().port} -u watcher -P {stack.watch_pw} -t '{protocol.ALL}' -v")
+    watcher = stack.watcher_options()
+    say(f"Raw signed frames: XDG_CONFIG_HOME={_shown(watcher)} mosquitto_sub -t '{protocol.ALL}' -v")
+    say(f"  (the read-only watcher's login is in {_shown(watcher / 'mosquitto_sub')}, mode 0600: no password "
+        "is printed or put on a command line)")
     say("Ctrl-C stops everything.\n")
     try:
         while True:

@@ -60,8 +60,13 @@ def test_csv_import_reports_bad_rows_by_line_and_keeps_the_good(tmp_path, capsys
 
 def test_devices_add_and_status_without_a_running_bridge(tmp_path, capsys):
     dbp = str(tmp_path / "b.db")
-    assert cli.main(["devices", "add", "hn-c-0001", "--key", KEY, "--building", "C", "--floor", "4",
-                     "--contact-phone", "+84 1", "--db", dbp]) == 0
+    assert cli.main(["devices", "add", "hn-c-0009", "--key", KEY, "--db", dbp]) == 2  # never a key in argv
+    assert "never on the command line" in capsys.readouterr().err
+    assert cli.main(["devices", "add", "hn-c-0009", "--key", "@" + str(tmp_path / "none.key"), "--db", dbp]) == 2
+    assert "cannot read the key file" in capsys.readouterr().err
+    (tmp_path / "c1.key").write_text(KEY + "\n")
+    assert cli.main(["devices", "add", "hn-c-0001", "--key", "@" + str(tmp_path / "c1.key"), "--building", "C",
+                     "--floor", "4", "--contact-phone", "+84 1", "--db", dbp]) == 0
     assert cli.main(["status", "--db", dbp]) == 0
     out = capsys.readouterr().out
     assert "hn-c-0001" in out and "never" in out and "never ran" in out and KEY not in out

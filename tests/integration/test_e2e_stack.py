@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -95,6 +96,13 @@ def test_make_press_presses_holds_and_knows_when_nothing_runs(tmp_path, capsys):
         assert press(s.dir, dev, 3500) == 0  # a long hold within the cancel window cancels it
         assert f"pressed {dev} for 3.5 s: cancel {dev}-" in capsys.readouterr().out
         assert press(s.dir, "nobody", 100) == 2 and "unknown device 'nobody'" in capsys.readouterr().out
+        # the watcher's login for mosquitto_sub is a 0600 file, never a password on its command line
+        folder = s.watcher_options()
+        assert (folder / "mosquitto_sub").stat().st_mode & 0o077 == 0
+        got = subprocess.run(["mosquitto_sub", "-t", "baochay/v1/+/status", "-C", "1", "-W", "10"],
+                             env=dict(os.environ, XDG_CONFIG_HOME=str(folder)), capture_output=True, text=True,
+                             timeout=20)
+        assert got.returncode == 0 and '"state":"online"' in got.stdout, got.stderr  # a retained birth
         state = json.loads((s.dir / STATE).read_text())
     finally:
         s.down()

@@ -144,3 +144,15 @@ def test_csv_in_another_encoding_is_refused_in_one_line(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "line 2: not UTF-8" in r.stderr and "save it from the spreadsheet as 'CSV UTF-8'" in r.stderr
     assert not (tmp_path / "devices").exists() or not list((tmp_path / "devices").iterdir())
+
+
+def test_a_service_identity_is_never_a_device_id(tmp_path):
+    from bridge.registry import Registry, RegistryError
+    from firmware.protocol_host import RESERVED_IDS
+
+    for reserved in RESERVED_IDS:
+        r = run_cli(*NEW, "--id", reserved, "--board", "esp32-devkitc", *SITE, cwd=tmp_path)
+        assert r.returncode == 1 and f"device id '{reserved}' is reserved" in r.stderr
+        with pytest.raises(RegistryError, match="reserved for a service account"):
+            Registry(tmp_path / "b.db").upsert({"id": reserved, "key": "ab" * 32})
+    assert not (tmp_path / "devices").exists() or not list((tmp_path / "devices").iterdir())

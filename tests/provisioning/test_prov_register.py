@@ -136,3 +136,41 @@ def test_generated_broker_lets_devices_publish_only_on_their_own_topics(tmp_path
             c.loop_stop()
             c.disconnect()
         broker.stop()
+
+
+def test_our_password_hash_is_mosquittos_own(tmp_path):
+    """The file is written by stack/passwd.py, not by `mosquitto_passwd -b` (whose argv shows the
+    password to every user of the host); a line its tool wrote verifies with our check, and ours
+    has its shape. A real broker accepting ours is shown by every broker test."""
+    import shutil
+    import subprocess
+
+    from stack.passwd import check_password, hash_password, read_users
+
+    tool = shutil.which("mosquitto_passwd")
+    if tool:
+        pw = tmp_path / "theirs"
+        pw.write_text("")
+        subprocess.run([tool, "-b", str(pw), "alice", "s3cret pässword"], check=True, capture_output=True)
+        theirs = read_users(pw)["alice"]
+        assert check_password(theirs, "s3cret pässword") and not check_password(theirs, "s3cret")
+    ours = hash_password("s3cret pässword")
+    assert ours.startswith("$7$101$") and len(ours.split("$")) == 5
+    assert check_password(ours, "s3cret pässword") and not check_password(ours, "other")
+
+
+def test_register_never_takes_over_a_service_account_or_a_reserved_id(tmp_path, make_device, devices_dir):
+    from stack.passwd import check_password, read_users, write_password_file
+
+    passwd = tmp_path / "passwd"
+    write_password_file(passwd, {"ops-monitor": "their own"})  # a service account added by hand
+    make_device("ops-monitor")
+    r = run_cli("register", "--devices-dir", str(devices_dir), "--device", "ops-monitor",
+                "--passwd-file", str(passwd), cwd=tmp_path)
+    assert r.returncode != 0 and "already there and was not added as a device" in r.stderr
+    assert check_password(read_users(passwd)["ops-monitor"], "their own")  # untouched
+    make_device("hn-a-0002")
+    args = ("register", "--devices-dir", str(devices_dir), "--device", "hn-a-0002", "--passwd-file", str(passwd))
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    assert run_cli(*args, cwd=tmp_path).returncode == 0  # its own device: replaced, as before
+    assert list(read_users(passwd)) == ["ops-monitor", "hn-a-0002"]
