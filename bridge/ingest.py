@@ -45,6 +45,9 @@ class MqttLink:
         self.on_message_cb = on_message
         self.ready = threading.Event()
         self.connected = threading.Event()
+        # Since when (wall clock) and why the broker is out of reach; None while connected.
+        self.down_since: float | None = time.time()
+        self.down_reason = "not connected yet"
         self.generation = 0  # bumps on every connect: a PUBACK must go out on the connection it came in on
         c = self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=mcfg["client_id"],
                                       protocol=mqtt.MQTTv5, manual_ack=True)
@@ -58,6 +61,7 @@ class MqttLink:
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message
         self._pending_sub: int | None = None
 
@@ -89,9 +93,13 @@ class MqttLink:
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             log.error("mqtt connect refused", extra={"reason": str(reason_code)})
+            self._down(f"connect refused: {reason_code}")
             return
         self.generation += 1
         self.connected.set()
+        if self.down_since is not None:
+            log.info("broker reachable again", extra={"down_s": round(time.time() - self.down_since, 1)})
+        self.down_since = None
         _no_delay(client)
         log.info("mqtt connected", extra={"session_present": bool(flags.session_present),
                                           "host": self.cfg["host"], "port": self.cfg["port"]})
@@ -112,7 +120,16 @@ class MqttLink:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
+        self._down(f"disconnected: {reason_code}")
         log.warning("mqtt disconnected; reconnecting", extra={"reason": str(reason_code)})
+
+    def _on_connect_fail(self, client, userdata):
+        self._down(f"cannot connect to {self.cfg['host']}:{self.cfg['port']}")
+
+    def _down(self, reason: str) -> None:
+        if self.down_since is None:
+            self.down_since = time.time()
+        self.down_reason = reason
 
     def _on_message(self, client, userdata, msg):
         try:

@@ -24,6 +24,7 @@ class Metrics:
         self.backlog = Gauge("baochay_backlog", "Reports waiting in each sink's outbox", ["sink"], registry=r)
         self.store_queue = Gauge("baochay_store_queue", "Items waiting for the store writer", registry=r)
         self.devices = Gauge("baochay_devices", "Registered devices by presence", ["state"], registry=r)
+        self.broker_up = Gauge("baochay_broker_up", "1 while the bridge is connected to its broker", registry=r)
         self.faults_open = Gauge("baochay_faults_open", "Open operator faults", registry=r)
         self.delivery_latency = Histogram(
             "baochay_delivery_latency_seconds", "Receipt at the bridge -> accepted by the sink", ["sink"],

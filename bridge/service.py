@@ -87,7 +87,7 @@ class Bridge:
         self._ticker = Ticker(cfg, self.bridge_id, __version__, registry=self.registry, presence=self.presence,
                               writer=self.writer, metrics=self.metrics, conn=self.conn,
                               backlogs=self._first_workers, counts=self._counts, publish=self.link.publish,
-                              shared=self.shared, stopping=self._stopping, clock=self.clock)
+                              shared=self.shared, stopping=self._stopping, clock=self.clock, link=self.link)
         self._reject_log: dict[str, float] = {}
 
     # --- lifecycle ---

@@ -74,6 +74,17 @@ def render(data: dict) -> str:
         state = "running" if age < 10 else "NOT RUNNING"
         lines.append(f"bridge {meta.get('bridge_id', '?')} {meta.get('version', '')}: {state} "
                      f"(last alive {_ago(alive, now)})")
+        broker = meta.get("broker")
+        if broker and broker != "connected":
+            since, _, why = broker.removeprefix("unreachable since ").partition(": ")
+            try:
+                when = _ago(float(since), now)
+            except ValueError:
+                when = since
+            lines.append(f"broker: UNREACHABLE since {when} ({why}): devices cannot be heard; none is judged "
+                         "offline meanwhile")
+        elif broker:
+            lines.append("broker: connected")
     lines.append("")
     lines.append(f"DEVICES ({sum(1 for d in data['devices'] if d['online'])} online of {len(data['devices'])})")
     rows = []

@@ -86,6 +86,11 @@ class Presence:
                     out.append(Transition(d.id, False, why, now))
         return out
 
+    def rebase(self, now: float) -> None:
+        """The bridge heard nothing for a while (its broker was away): count silence from now."""
+        with self._lock:
+            self.started_at = max(self.started_at, now)
+
     def shift(self, d: float) -> None:
         """The clock its times are read on followed a step of the system clock."""
         with self._lock:
@@ -162,7 +167,7 @@ class Ticker(threading.Thread):
 
     def __init__(self, cfg: dict, bridge_id: str, version: str, *, registry, presence: Presence, writer, metrics,
                  conn: sqlite3.Connection, backlogs: dict, counts: dict, publish: Callable, shared: bool,
-                 stopping: threading.Event, clock: BridgeClock | None = None):
+                 stopping: threading.Event, clock: BridgeClock | None = None, link=None):
         super().__init__(name="supervision", daemon=True)
         self.cfg = cfg
         self.bridge_id = bridge_id
@@ -179,6 +184,9 @@ class Ticker(threading.Thread):
         self._stopping = stopping
         self.clock = clock or BridgeClock()
         self._following = False  # a step is being moved into the database: noticed once
+        self.link = link  # the bridge's MQTT link (down_since, down_reason); None: always up
+        self._broker_was_down = False
+        self._broker_said = 0.0  # monotonic time of the last "broker unreachable" log line
 
     def run(self) -> None:
         check_s = float(self.cfg["supervision"]["check_s"])
@@ -229,12 +237,35 @@ class Ticker(threading.Thread):
             return after
         self.writer.submit(job)
 
+    def broker_state(self) -> str:
+        """'connected', or 'unreachable since <unix time>: <why>' (kept in meta for `status`), with a
+        log line a minute while it lasts and the gauge baochay_broker_up."""
+        since = self.link.down_since if self.link is not None else None
+        if self.metrics:
+            self.metrics.broker_up.set(0 if since is not None else 1)
+        if since is None:
+            return "connected"
+        if time.monotonic() - self._broker_said >= 60:
+            self._broker_said = time.monotonic()
+            log.error("broker unreachable: devices cannot be heard, nor judged offline, until it is back",
+                      extra={"since_s": round(time.time() - since), "reason": self.link.down_reason})
+        return f"unreachable since {since:.0f}: {self.link.down_reason}"
+
     def tick(self) -> None:
         self.follow_clock_step()
         now = self.clock()
+        broker = self.broker_state()
         devices = self.registry.cached()
         back = self._peer_sightings() if self.shared else []
-        transitions = back + self.presence.sweep(devices, now)
+        if broker != "connected":
+            # Our own outage, not theirs: no device is judged offline for what the bridge cannot hear.
+            self._broker_was_down = True
+            transitions = back
+        else:
+            if self._broker_was_down:  # back: every device gets a full period again, as after a start
+                self._broker_was_down = False
+                self.presence.rebase(now)
+            transitions = back + self.presence.sweep(devices, now)
         for t in transitions:
             log.warning("device offline", extra={"device": t.dev, "reason": t.reason})
         seen = self.presence.take_dirty()
@@ -242,8 +273,8 @@ class Ticker(threading.Thread):
         def job(conn):
             apply_transitions(conn, transitions)
             flush_last_seen(conn, seen)
-            conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('alive', ?), ('bridge_id', ?), ('version', ?)",
-                         (str(now), self.bridge_id, self.version))
+            conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('alive', ?), ('bridge_id', ?), ('version', ?),"
+                         " ('broker', ?)", (str(now), self.bridge_id, self.version, broker))
         self.writer.submit(job)
         on, off = self.presence.counts(devices)
         self.metrics.devices.labels("online").set(on)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 from bridge_harness import wait_for
@@ -137,3 +138,38 @@ def test_restart_announces_recent_stages_again(fleet, broker, make_bridge, intak
     bridge.start()
     wait_for(lambda: sum(1 for a in dev.acks(eid) if a["stage"] == "accepted") > before, timeout=20)
     assert {a["incident"] for a in dev.acks(eid) if a["stage"] == "accepted"} == {intake.incidents[eid]}
+
+
+def test_a_bridge_without_its_broker_says_so_and_judges_no_device_offline_for_it(fleet, broker, make_bridge):
+    """The link between the bridge and its broker fails; the devices stay connected to the broker."""
+    from support.cutproxy import CutProxy
+
+    link = CutProxy(broker.host, broker.port)
+    try:
+        bridge = make_bridge(mqtt={"port": link.port}, supervision={"mains_s": 4, "check_s": 0.2}).start()
+        devs = [fleet.sim(d, broker).connect() for d in ("hn-t-0001", "hn-t-0002")]
+
+        def states():
+            data = json.loads(bridge.cli("status", "--json").stdout)
+            return {d["id"]: d["online"] for d in data["devices"]}, data["meta"].get("broker")
+
+        def heard():
+            for d in devs:
+                d.telemetry()
+            online, said = states()
+            return online.get("hn-t-0001") == online.get("hn-t-0002") == 1 and said == "connected"
+
+        wait_for(heard, step=0.3)
+        link.cut()
+        wait_for(lambda: (states()[1] or "").startswith("unreachable since"), timeout=10)
+        time.sleep(8)  # a deliberate wait: twice mains_s, so a wrong judgement would have been made by now
+        online, _ = states()
+        assert online["hn-t-0001"] == 1 and online["hn-t-0002"] == 1, online
+        text = bridge.cli("status").stdout
+        assert "broker: UNREACHABLE since" in text and "none is judged offline" in text
+        assert "broker unreachable" in bridge.log_path.read_text()
+        link.mend()
+        wait_for(heard, timeout=30, step=0.3)
+        assert "broker: connected" in bridge.cli("status").stdout
+    finally:
+        link.close()
