@@ -84,6 +84,7 @@ def test_a_reflashed_board_counts_from_one_again_and_its_alarm_reaches_114(stack
 
 def test_make_press_presses_holds_and_knows_when_nothing_runs(tmp_path, capsys):
     """`make press DEVICE=...` (and HOLD=3.5) against a running system, then after it stopped."""
+    from firmware.protocol_host import every
     from stack.run import STATE, press
 
     s = Stack(tmp_path / "stack", 1)  # consoles closed, as `make run` leaves them for `make press`
@@ -99,7 +100,7 @@ def test_make_press_presses_holds_and_knows_when_nothing_runs(tmp_path, capsys):
         # the watcher's login for mosquitto_sub is a 0600 file, never a password on its command line
         folder = s.watcher_options()
         assert (folder / "mosquitto_sub").stat().st_mode & 0o077 == 0
-        got = subprocess.run(["mosquitto_sub", "-t", "baochay/v1/+/status", "-C", "1", "-W", "10"],
+        got = subprocess.run(["mosquitto_sub", "-t", every("status"), "-C", "1", "-W", "10"],
                              env=dict(os.environ, XDG_CONFIG_HOME=str(folder)), capture_output=True, text=True,
                              timeout=20)
         assert got.returncode == 0 and '"state":"online"' in got.stdout, got.stderr  # a retained birth
