@@ -160,7 +160,7 @@ class Process:
         self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env,
                                      stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=self._pump, args=(self.proc.stdout, out), name=f"out-{self.name}",
+        threading.Thread(target=self._pump, args=(self.proc, out), name=f"out-{self.name}",
                          daemon=True).start()
         if self.ready is None:
             return ""
@@ -175,7 +175,12 @@ class Process:
         where = f"; see {self.log}" if self.log else ""
         raise StartError(f"{self.name} did not start: {why}{where}\n{self.tail()}")
 
-    def _pump(self, stream: IO[bytes], out: IO[bytes] | None) -> None:
+    def _pump(self, proc: subprocess.Popen, out: IO[bytes] | None) -> None:
+        """Copy one run's output. A restarted process gets a pump of its own: the last run's pump,
+        still draining, must not say the new one ended or was ready (seen under load: start() then
+        waited for ever on a process that was running fine)."""
+        stream = proc.stdout
+        assert stream is not None
         try:
             for raw in stream:
                 if out:
@@ -184,7 +189,7 @@ class Process:
                 text = raw.decode(errors="replace").rstrip("\r\n")
                 with self._cond:
                     self._lines.append(text)
-                    if self.ready and not self.ready_line and self.ready in text:
+                    if self.ready and not self.ready_line and self.ready in text and proc is self.proc:
                         self.ready_line = text.strip()
                     self._cond.notify_all()
                 if self.on_line:
@@ -193,7 +198,8 @@ class Process:
             if out:
                 out.close()
             with self._cond:
-                self._ended = True
+                if proc is self.proc:
+                    self._ended = True
                 self._cond.notify_all()
 
     def tail(self, n: int = 40) -> str:
