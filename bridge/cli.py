@@ -67,9 +67,10 @@ def cmd_run(args) -> int:
 def cmd_status(args) -> int:
     from .status import collect, render
 
-    conn = db.connect(_existing_db(args), readonly=True)
+    path = _existing_db(args)
+    conn = db.connect(path, readonly=True)
     try:
-        data = collect(conn)
+        data = collect(conn, db_path=path)
     finally:
         conn.close()
     if args.json:

@@ -32,7 +32,11 @@ DEFAULTS: dict = {
         "session_expiry_s": 86400,
     },
     "limits": {"max_payload": protocol.MAX_PAYLOAD},
-    "store": {"batch_max": 1000},
+    # fault_after_s: a write failing (or waiting) this long raises the `storage` fault; max_backlog:
+    # telemetry and bookkeeping kept meanwhile; retain_days: events older than this are forgotten once
+    # settled (0: never).
+    "store": {"batch_max": 1000, "fault_after_s": 5, "max_backlog": 20000, "retain_days": 90,
+              "retention_check_s": 3600},
     "supervision": {"mains_s": 20, "battery_s": 90000, "check_s": 1.0, "low_battery_pct": 20},
     "verify": {"window_s": 120, "offline_window_s": 600},
     "location": {"gps_max_age_s": 60, "gps_max_acc_m": 50},
@@ -132,6 +136,13 @@ def check(cfg: dict, base_dir: Path) -> dict:
     if d["horizon_s"] < d["max_age_s"]:
         raise ConfigError(f"delivery.horizon_s ({d['horizon_s']}) must be at least delivery.max_age_s "
                           f"({d['max_age_s']}): the bridge keeps trying after the failure, not less")
+    st = cfg["store"]
+    for k in ("batch_max", "fault_after_s", "max_backlog", "retention_check_s"):
+        if not isinstance(st[k], (int, float)) or isinstance(st[k], bool) or st[k] <= 0:
+            raise ConfigError(f"store.{k} must be a positive number")
+    if not isinstance(st["retain_days"], (int, float)) or isinstance(st["retain_days"], bool) \
+            or st["retain_days"] < 0:
+        raise ConfigError("store.retain_days must be a number of days, 0 to keep everything")
     for k, v in cfg["supervision"].items():
         if not isinstance(v, (int, float)) or v <= 0:
             raise ConfigError(f"supervision.{k} must be a positive number")

@@ -102,6 +102,13 @@ CREATE TABLE IF NOT EXISTS rejects (
     last_at REAL NOT NULL,
     PRIMARY KEY (reason, device)
 );
+-- per install, the highest counter whose event retention deleted (bridge/retention.py)
+CREATE TABLE IF NOT EXISTS pruned (
+    dev TEXT NOT NULL,
+    ep TEXT NOT NULL,
+    ctr INTEGER NOT NULL,
+    PRIMARY KEY (dev, ep)
+);
 CREATE TABLE IF NOT EXISTS meta (
     k TEXT PRIMARY KEY,
     v TEXT
@@ -120,6 +127,7 @@ ADDED_COLUMNS = (
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS events_dev_ep ON events(dev, ep, ctr);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
 """
 
 

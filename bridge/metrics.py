@@ -25,6 +25,12 @@ class Metrics:
         self.store_queue = Gauge("baochay_store_queue", "Items waiting for the store writer", registry=r)
         self.devices = Gauge("baochay_devices", "Registered devices by presence", ["state"], registry=r)
         self.broker_up = Gauge("baochay_broker_up", "1 while the bridge is connected to its broker", registry=r)
+        self.storage_ok = Gauge("baochay_storage_ok", "0 while the database cannot be written (the storage "
+                                "fault)", registry=r)
+        self.store_dropped = Counter("baochay_store_dropped", "Telemetry and bookkeeping not kept while the "
+                                     "storage failed (events are never dropped)", registry=r)
+        self.db_bytes = Gauge("baochay_db_bytes", "Size of the database on disk, with its write-ahead log",
+                              registry=r)
         self.faults_open = Gauge("baochay_faults_open", "Open operator faults", registry=r)
         self.delivery_latency = Histogram(
             "baochay_delivery_latency_seconds", "Receipt at the bridge -> accepted by the sink", ["sink"],

@@ -21,12 +21,14 @@ from .ingest import MqttLink
 from .metrics import Metrics
 from .registry import Registry
 from .stages.ack import ack_frame, ack_topic
-from .stages.authenticate import DUPLICATE, LATE, NEW
+from .stages.authenticate import DUPLICATE, FORGOTTEN, LATE, NEW
 from .stages.deliver import DeliveryPolicy
 from .stages.enrich import LocationPolicy
 from .stages.parse import read_object
 from .stages.verify import VerifyPolicy
+from .storage import StateFile, StorageHealth, state_file_path
 from .workers.delivery import CLAIM_S, DeliveryWorker
+from .workers.storage_watch import StorageWatch
 from .workers.store_writer import Incoming, StoredResult, StoreWriter, record_reject
 from .workers.supervision import Presence, Ticker, apply_birth, apply_telemetry, apply_transitions
 
@@ -63,9 +65,11 @@ class Bridge:
         self.conn = db.connect(cfg["db"], durable=False)  # the supervision thread's own connection
         self.presence.load(self.conn)
         self.shared = bool(cfg["mqtt"].get("shared_group"))
+        self.storage_health = StorageHealth()  # who cannot write the database, since when
         self.writer = StoreWriter(cfg["db"], self.sinks, self._on_stored,
                                   batch_max=int(cfg["store"]["batch_max"]), on_commit=self._on_commit,
-                                  building_of=self._building)
+                                  building_of=self._building, health=self.storage_health,
+                                  max_backlog=int(cfg["store"]["max_backlog"]))
         d, loc, ver = cfg["delivery"], cfg["location"], cfg["verify"]
         policy = DeliveryPolicy(max_age_s=float(d["max_age_s"]), backoff_initial_s=float(d["backoff_initial_s"]),
                                 backoff_max_s=float(d["backoff_max_s"]), jitter=float(d["jitter"]),
@@ -76,7 +80,7 @@ class Bridge:
                            location=LocationPolicy(float(loc["gps_max_age_s"]), float(loc["gps_max_acc_m"])),
                            verify_policy=VerifyPolicy(float(ver["window_s"]), float(ver["offline_window_s"])),
                            metrics=self.metrics, part=(i, len(lane)), claim_s=CLAIM_S if self.shared else 0.0,
-                           clock=self.clock)
+                           clock=self.clock, health=self.storage_health)
             for lane in lanes for i, s in enumerate(lane)
         ]
         self._first_workers = {w.name_: w for w in reversed(self.workers)}  # one per sink, for gauges
@@ -84,11 +88,22 @@ class Bridge:
         self._stopping = threading.Event()
         self._metrics_server = None
         self._counts = {"received": 0, "stored": 0}
+        self.storage = StorageWatch(cfg["store"], cfg["db"], self.bridge_id, health=self.storage_health,
+                                    writer=self.writer, metrics=self.metrics, state_file=self._state_file())
         self._ticker = Ticker(cfg, self.bridge_id, __version__, registry=self.registry, presence=self.presence,
                               writer=self.writer, metrics=self.metrics, conn=self.conn,
                               backlogs=self._first_workers, counts=self._counts, publish=self.link.publish,
-                              shared=self.shared, stopping=self._stopping, clock=self.clock, link=self.link)
+                              shared=self.shared, stopping=self._stopping, clock=self.clock, link=self.link,
+                              storage=self.storage)
         self._reject_log: dict[str, float] = {}
+
+    def _state_file(self) -> StateFile | None:
+        try:
+            return StateFile(state_file_path(self.cfg["db"], self.bridge_id))
+        except OSError as e:  # the disk may be full already: run without it, and say so
+            log.error("cannot create the state file; `status` will not see a storage fault",
+                      extra={"detail": str(e)})
+            return None
 
     # --- lifecycle ---
     def start(self) -> None:
@@ -145,6 +160,8 @@ class Bridge:
             self._metrics_server.shutdown()
         self.registry.close()
         self.conn.close()
+        if self.storage.state_file is not None:
+            self.storage.state_file.close()
         lifecycle.info("bridge stopped")
 
     # --- ingest (paho's network thread: keep it cheap) ---
@@ -190,7 +207,7 @@ class Bridge:
                 self._reject(r, dev, msg)
                 return
             low = float(self.cfg["supervision"]["low_battery_pct"])
-            self.writer.submit(lambda conn: apply_telemetry(conn, dev, body, low, now))
+            self.writer.submit(lambda conn: apply_telemetry(conn, dev, body, low, now), droppable=True)
         else:
             self._status(dev, msg.payload, now, live=True)
             self.link.settle_now(msg)
@@ -205,11 +222,11 @@ class Bridge:
             if t is not None:
                 self.writer.submit(lambda conn: apply_transitions(conn, [t]))
         elif s.get("state") == "online":
-            self.writer.submit(lambda conn: apply_birth(conn, dev, s))
+            self.writer.submit(lambda conn: apply_birth(conn, dev, s), droppable=True)
 
     def _reject(self, r: Refused, dev: str, msg) -> None:
         self.metrics.rejected.labels(r.reason).inc()
-        self.writer.submit(lambda conn: record_reject(conn, r.reason, dev))
+        self.writer.submit(lambda conn: record_reject(conn, r.reason, dev), droppable=True)
         self.link.settle_now(msg)
         now = time.monotonic()
         if now - self._reject_log.get(r.reason, 0) > 10:  # a flood of junk must not flood the log
@@ -241,6 +258,10 @@ class Bridge:
         elif res.verdict == DUPLICATE:
             self.metrics.duplicates.inc()
             self._publish_ack(res.dev, res.event_id, res.stage or "stored", res.incident, res.reason)
+        elif res.verdict == FORGOTTEN:
+            self.metrics.rejected.labels(FORGOTTEN).inc()
+            log.warning("event refused: older than what the database keeps (store.retain_days), so a replay "
+                        "cannot be told apart", extra={"device": res.dev, "event": res.event_id})
         else:
             self.metrics.conflicts.inc()
             self.metrics.rejected.labels("conflict").inc()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from . import db
+from . import db, storage
 
 OPEN_ALARM_WINDOW_S = 24 * 3600
 NEW_INSTALL_SHOWN_S = 7 * 24 * 3600  # how long a re-flash stays marked in the device list
@@ -34,10 +34,15 @@ def _table(headers: list[str], rows: list[list]) -> list[str]:
     return out
 
 
-def collect(conn: sqlite3.Connection, now: float | None = None) -> dict:
-    """Everything `status` shows, as plain data (the text view and tests read this)."""
+def collect(conn: sqlite3.Connection, now: float | None = None, db_path: str | None = None) -> dict:
+    """Everything `status` shows, as plain data (the text view and tests read this). With db_path,
+    also the bridges' state files (alive and storage, when the database cannot be written) and sizes."""
     now = now or time.time()
     meta = {r["k"]: r["v"] for r in conn.execute("SELECT k, v FROM meta")}
+    states = storage.read_states(db_path) if db_path else []
+    alive = [float(s["alive"]) for s in states if isinstance(s.get("alive"), (int, float))]
+    if alive and max(alive) > float(meta.get("alive") or 0):
+        meta["alive"] = str(max(alive))  # the database may be what cannot be written
     devices = [dict(r) for r in conn.execute(
         "SELECT d.id, d.building, d.floor, d.room, d.supervision, s.online, s.state_reason, s.last_seen,"
         " s.batt_pct, s.rssi, s.fw, s.epoch, s.epoch_at, s.epoch_prev"
@@ -58,8 +63,12 @@ def collect(conn: sqlite3.Connection, now: float | None = None) -> dict:
         s["last_error"] = row["last_error"] if row else ""
     faults = [dict(r) for r in conn.execute("SELECT * FROM faults WHERE open=1 ORDER BY ts DESC LIMIT 100")]
     rejects = [dict(r) for r in conn.execute("SELECT * FROM rejects ORDER BY n DESC LIMIT 30")]
+    failing = [s for s in states if s.get("storage") and now - float(s.get("alive") or 0) < 30]
+    size = {"bytes": storage.db_bytes(db_path) if db_path else None,
+            "events": conn.execute("SELECT COUNT(*) FROM events").fetchone()[0],
+            "oldest": conn.execute("SELECT MIN(received_at) FROM events").fetchone()[0]}
     return {"now": now, "meta": meta, "devices": devices, "alarms": alarms, "sinks": sinks,
-            "faults": faults, "rejects": rejects}
+            "faults": faults, "rejects": rejects, "storage_failing": failing, "size": size}
 
 
 def render(data: dict) -> str:
@@ -85,6 +94,16 @@ def render(data: dict) -> str:
                          "offline meanwhile")
         elif broker:
             lines.append("broker: connected")
+    for st in data.get("storage_failing", []):
+        f = st["storage"]
+        lines.append(f"storage: FAILING since {_ago(f.get('since'), now)} ({f.get('error', '?')}): nothing is "
+                     f"acked or dropped meanwhile; {st.get('store_queue', '?')} waiting to be written "
+                     f"[bridge {st.get('bridge_id', '?')}]")
+    size = data.get("size")
+    if size:
+        mb = f"{size['bytes'] / 1e6:.1f} MB, " if size.get("bytes") is not None else ""
+        oldest = f", oldest received {_ago(size['oldest'], now)}" if size.get("oldest") else ""
+        lines.append(f"database: {mb}{size['events']} events{oldest}")
     lines.append("")
     lines.append(f"DEVICES ({sum(1 for d in data['devices'] if d['online'])} online of {len(data['devices'])})")
     rows = []
@@ -125,6 +144,6 @@ def render(data: dict) -> str:
 def status_text(db_path: str) -> str:
     conn = db.connect(db_path, readonly=True)
     try:
-        return render(collect(conn))
+        return render(collect(conn, db_path=db_path))
     finally:
         conn.close()

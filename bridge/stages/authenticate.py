@@ -13,8 +13,10 @@ from firmware.protocol import Refused
 
 from .parse import Frame
 
-# new and late are stored and forwarded; a duplicate is acked again; a conflict is refused.
-NEW, LATE, DUPLICATE, CONFLICT = "new", "late", "duplicate", "conflict"
+# new and late are stored and forwarded; a duplicate is acked again; a conflict is refused, and so is
+# a frame from before the retention horizon (its stored copy was pruned: it cannot be told apart from a
+# replay, and no alarm is still due after so long).
+NEW, LATE, DUPLICATE, CONFLICT, FORGOTTEN = "new", "late", "duplicate", "conflict", "forgotten"
 
 
 def check_signature(frame: Frame, key_lookup) -> None:
@@ -36,7 +38,8 @@ def check_device(frame: Frame, event: dict) -> None:
         raise Refused("device-mismatch")
 
 
-def classify(body: bytes, ctr: int, stored_body: bytes | None, highest_ctr: int | None) -> str:
+def classify(body: bytes, ctr: int, stored_body: bytes | None, highest_ctr: int | None,
+             pruned_through: int | None = None) -> str:
     """docs/protocol.md section 4 'Delivery and replay rules', within one install (epoch).
 
     stored_body: the body stored under this event id, if any; highest_ctr: the highest counter stored
@@ -44,9 +47,13 @@ def classify(body: bytes, ctr: int, stored_body: bytes | None, highest_ctr: int 
     highest it is new; at or below it, late (a lost frame sent again later, or two bridges committing
     out of order), forwarded all the same and marked so. Replaying a stored event gains nothing: it is
     a duplicate, acked again and never forwarded twice. The same id with other bytes is a conflict.
+    pruned_through: the highest counter of this epoch whose event the retention policy deleted; a frame
+    at or below it is forgotten (bridge/retention.py).
     """
     if stored_body is not None:
         return DUPLICATE if hmac.compare_digest(stored_body, body) else CONFLICT
+    if pruned_through is not None and ctr <= pruned_through:
+        return FORGOTTEN
     if highest_ctr is None or ctr > highest_ctr:
         return NEW
     return LATE

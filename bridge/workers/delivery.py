@@ -37,6 +37,7 @@ from ..stages.ack import is_ahead
 from ..stages.deliver import DeliveryPolicy, after_send, expired, incident_part, overdue
 from ..stages.enrich import LocationPolicy
 from ..stages.verify import VerifyPolicy
+from ..storage import StorageHealth, is_storage_error
 
 log = logging.getLogger("bridge.deliver")
 
@@ -46,6 +47,7 @@ StageFn = Callable[[str, str, str, "str | None", "str | None"], None]
 CONTEXT_FRESH_S = 1.0  # a batch's verify context is reused for this long, then gathered again per row
 FLUSH_S = 0.01  # write outcomes and send acks at least this often while a batch is being sent
 CLAIM_S = 20.0  # lease on claimed rows with several bridge processes; longer than any sink's timeout
+DB_BACKOFF_MAX_S = 5.0  # the longest wait between tries while the database fails
 
 
 def gather_contexts(conn: sqlite3.Connection, rows: list, building_of: Callable[[str], str],
@@ -114,7 +116,7 @@ class DeliveryWorker(threading.Thread):
     def __init__(self, sink, db_path, registry: Registry, *, acked: bool, on_stage: StageFn,
                  policy: DeliveryPolicy | None = None, location: LocationPolicy | None = None,
                  verify_policy: VerifyPolicy | None = None, metrics=None, clock=time.time,
-                 part: tuple[int, int] = (0, 1), claim_s: float = 0.0):
+                 part: tuple[int, int] = (0, 1), claim_s: float = 0.0, health: StorageHealth | None = None):
         index, parts = part
         super().__init__(name=f"deliver-{sink.name}" + (f"-{index}" if parts > 1 else ""), daemon=True)
         self.sink = sink
@@ -139,6 +141,8 @@ class DeliveryWorker(threading.Thread):
         self._claim: dict[str, float] = {}  # rows claimed and not yet handled: event id -> their due time
         self._claim_until = 0.0
         self._claimed_at = 0.0
+        self.health = health or StorageHealth()
+        self._unflushed: list[_Outcomes] = []  # decided, not yet written: the database failed
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -160,15 +164,29 @@ class DeliveryWorker(threading.Thread):
 
     def run(self) -> None:
         self.conn = db.connect(self.db_path, durable=False)
+        backoff = 0.0
         while not self._stopping.is_set():
             self.wake.clear()  # before the pump: a wake that comes during it is not lost
             try:
                 n = self.pump()
-            except Exception:
-                log.exception("delivery worker %s: unexpected error", self.name_)
-                n = 0
-            if n == 0:
-                self.wake.wait(self._idle_wait())
+                wait = self._idle_wait() if n == 0 else 0.0
+                backoff = 0.0
+                self.health.succeeded(self.name)
+            except Exception as e:
+                # never spin: the database may be full or locked (then the outcomes already decided are
+                # kept and written first, nothing is sent twice for it), or a bug hit one row
+                backoff = min(DB_BACKOFF_MAX_S, max(0.1, backoff * 2))
+                if is_storage_error(e):
+                    self.health.failed(self.name, e)
+                    log.error("delivery worker %s: cannot use the database; again in %.1f s", self.name_,
+                              backoff, extra={"detail": f"{type(e).__name__}: {e}"[:200]})
+                else:
+                    log.exception("delivery worker %s: unexpected error", self.name_)
+                wait = backoff
+            if backoff:
+                self._stopping.wait(wait)
+            elif wait:
+                self.wake.wait(wait)
         try:
             self.sink.close()
         except Exception:
@@ -255,6 +273,8 @@ class DeliveryWorker(threading.Thread):
 
     def pump(self) -> int:
         """Handle the rows due now; returns how many were handled (sent or settled)."""
+        while self._unflushed:  # decided before the database failed: write them before sending more
+            self._flush(self._unflushed[0])
         conn = self.conn
         rows = self._due_rows()
         handled = 0
@@ -358,10 +378,15 @@ class DeliveryWorker(threading.Thread):
                                    self.location, incident_id=incident_id, late=row["late"])
 
     def _flush(self, out: _Outcomes) -> None:
-        """Write a batch's outcomes in one transaction, then tell the devices (after the commit)."""
+        """Write a batch's outcomes in one transaction, then tell the devices (after the commit). When
+        the transaction fails the outcomes are kept, to be written before anything is sent again."""
         conn = self.conn
         stages = list(out.stages)
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._keep(out)
+            raise
         try:
             for sql, params in out.writes:
                 conn.execute(sql, params)
@@ -378,8 +403,14 @@ class DeliveryWorker(threading.Thread):
                 self._renew_claim()
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # a failed COMMIT may have rolled back already
+            self._keep(out)
             raise
+        if out in self._unflushed:
+            self._unflushed.remove(out)
         for row, why, _again in out.failures:
             self.last_error = why
             if self.metrics:
@@ -399,6 +430,10 @@ class DeliveryWorker(threading.Thread):
                                "late_s": round(at - row["created_at"], 1)})
         for st in acks:
             self.on_stage(*st)
+
+    def _keep(self, out: _Outcomes) -> None:
+        if out not in self._unflushed:
+            self._unflushed.append(out)
 
     def _record_failure(self, row, why: str, again_at: float | None) -> None:
         """Failed in time: the fault is raised and the device told, and the row stays pending."""

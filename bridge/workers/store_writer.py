@@ -1,7 +1,7 @@
 """Stage 3, store: one writer thread, group commit.
 
-Everything that changes the database on the ingest path goes through this thread's queue: events,
-telemetry, presence, rejects. It takes what is queued (up to `batch_max`), applies it in one
+Everything that changes the database on the ingest path goes through this thread's queues: events,
+telemetry, presence, rejects. It takes what is queued (up to `batch_max`, events first), applies it in one
 transaction, commits (fsynced: synchronous=FULL), and only then runs the items' after-commit actions:
 the `stored` ack to the device, the MQTT PUBACK to the broker, waking the delivery workers. So a storm
 costs one fsync per batch, not one per alarm, and nothing is acked before it is on disk.
@@ -14,17 +14,19 @@ database holds, never from a per-process cache, so another process's commit is a
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import db
 from ..faults import clear_fault, raise_fault
-from ..stages.authenticate import CONFLICT, DUPLICATE, LATE, NEW, classify
+from ..retention import pruned_through
+from ..stages.authenticate import CONFLICT, DUPLICATE, FORGOTTEN, LATE, NEW, classify
 from ..stages.parse import Frame
+from ..storage import StorageHealth, is_storage_error
 
 log = logging.getLogger("bridge.store")
 
@@ -43,7 +45,7 @@ class Incoming:
 
 @dataclass
 class StoredResult:
-    verdict: str  # new | late | duplicate | conflict
+    verdict: str  # new | late | duplicate | conflict | forgotten
     # Stored, but worth the operator's eye: why it is late, or that a device began a new install.
     event_id: str
     dev: str
@@ -56,11 +58,19 @@ class StoredResult:
 
 
 class StoreWriter(threading.Thread):
-    """on_result(StoredResult) runs after the commit, in this thread, for every event handled."""
+    """on_result(StoredResult) runs after the commit, in this thread, for every event handled.
+
+    Two queues: events (alarms, cancels, faults: what a device signs) always go ahead of jobs
+    (telemetry, presence, reject counters, bookkeeping), so no amount of the latter delays an alarm.
+    When the database cannot be written (bridge/storage.py) the batch is kept and tried again, with a
+    backoff; nothing is acked meanwhile, so the broker holds what it has not been PUBACKed. Jobs that
+    can be lost (telemetry and the like) are capped meanwhile at `max_backlog`, and the excess counted
+    in `dropped`; events are never dropped."""
 
     def __init__(self, db_path, sinks: list, on_result: Callable[[StoredResult], None],
                  batch_max: int = 1000, on_commit: Callable[[int], None] | None = None,
-                 building_of: Callable[[str], str] | None = None):
+                 building_of: Callable[[str], str] | None = None, health: StorageHealth | None = None,
+                 max_backlog: int = 20000):
         super().__init__(name="store-writer", daemon=True)
         self.db_path = db_path
         # sink names, or sink objects whose optional wants(type, cause) filters what is queued for them
@@ -69,74 +79,149 @@ class StoreWriter(threading.Thread):
         self.on_commit = on_commit
         self.batch_max = batch_max
         self.building_of = building_of or (lambda dev: "")
-        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.health = health or StorageHealth()
+        self.max_backlog = max_backlog
+        self._events: deque = deque()
+        self._jobs: deque = deque()  # (job, droppable)
+        self._cv = threading.Condition()
         self._stopping = threading.Event()
         self.conn: sqlite3.Connection | None = None
         self.started_ok = threading.Event()
+        self.dropped = 0  # droppable jobs not kept while storage failed
+        self.busy_since: float | None = None  # monotonic start of the commit in progress
+        self._failing = False
 
     # --- producers (any thread) ---
     def submit_event(self, item: Incoming) -> None:
-        self.q.put(item)
+        with self._cv:
+            self._events.append(item)
+            self._cv.notify()
 
-    def submit(self, job: Callable[[sqlite3.Connection], After | None]) -> None:
-        """A job runs inside the next transaction; what it returns runs after the commit."""
-        self.q.put(job)
+    def submit(self, job: Callable[[sqlite3.Connection], After | None], droppable: bool = False) -> bool:
+        """A job runs inside the next transaction; what it returns runs after the commit.
+
+        droppable: losing it costs nothing lasting (a telemetry sample, a reject counter); while the
+        storage fails such jobs are kept up to `max_backlog`. Returns False when it was dropped."""
+        with self._cv:
+            if droppable and self._failing and len(self._jobs) >= self.max_backlog:
+                self.dropped += 1
+                return False
+            self._jobs.append((job, droppable))
+            self._cv.notify()
+        return True
 
     def backlog(self) -> int:
-        return self.q.qsize()
+        return len(self._events) + len(self._jobs)
+
+    def busy_for(self) -> float:
+        """How long the commit in progress has been running (0 when idle): a write waiting on a lock
+        or a stalled disk shows here before it fails."""
+        since = self.busy_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def stop(self) -> None:
-        self._stopping.set()
-        self.q.put(None)
+        with self._cv:
+            self._stopping.set()
+            self._cv.notify()
 
     # --- the thread ---
+    def _take(self, timeout: float | None) -> list:
+        """Up to batch_max items, events first; [] after `timeout` or when stopping with nothing left."""
+        with self._cv:
+            if not (self._events or self._jobs or self._stopping.is_set()):
+                self._cv.wait(timeout)
+            batch: list = []
+            while self._events and len(batch) < self.batch_max:
+                batch.append(self._events.popleft())
+            while self._jobs and len(batch) < self.batch_max:
+                batch.append(self._jobs.popleft())
+            return batch
+
+    def _put_back(self, batch: list) -> None:
+        """A batch that could not be written goes back to the front of its queues, in order."""
+        with self._cv:
+            self._events.extendleft(reversed([x for x in batch if isinstance(x, Incoming)]))
+            self._jobs.extendleft(reversed([x for x in batch if not isinstance(x, Incoming)]))
+
     def run(self) -> None:
         self.conn = db.connect(self.db_path, durable=True)
         self.started_ok.set()
+        backoff = 0.0
         while True:
-            first = self.q.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self.batch_max:
-                try:
-                    nxt = self.q.get_nowait()
-                except queue.Empty:
+            batch = self._take(None if backoff == 0 else 0.0)
+            if not batch:
+                if self._stopping.is_set():
                     break
-                if nxt is None:
-                    self._stopping.set()
-                    break
-                batch.append(nxt)
-            self._commit(batch)
-            if self._stopping.is_set():
+                backoff = 0.0
+                continue
+            if self._commit(batch):
+                backoff = 0.0
+                continue
+            # storage failed: the batch is back in the queue; wait a little (a stop cuts it short,
+            # and what is still queued then is lost to this process but not to the broker: unacked)
+            backoff = min(2.0, max(0.05, backoff * 2))
+            if self._stopping.wait(backoff):
                 break
-        # drain what is left so a clean shutdown stores everything already received
-        rest = []
-        while True:
-            try:
-                item = self.q.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                rest.append(item)
-        if rest:
-            self._commit(rest)
         self.conn.close()
 
-    def _commit(self, batch: list) -> None:
+    def _commit(self, batch: list) -> bool:
+        """Write a batch and run its after-commit actions; False when the storage failed (batch kept)."""
+        self.busy_since = time.monotonic()
         try:
             afters = self._apply(batch)
-        except Exception:
-            log.exception("store batch failed; retrying its items one by one")
+        except Exception as e:
+            if is_storage_error(e):
+                return self._storage_failed(batch, e)
+            # one item is wrong, not the storage: find it, write the others
+            log.exception("store batch failed; writing its items one by one")
             afters = []
-            for item in batch:
+            for i, item in enumerate(batch):
                 try:
                     afters += self._apply([item])
-                except Exception:
-                    # not acked to the broker: it redelivers when the session resumes
-                    log.exception("store: dropping one item that cannot be stored")
-        if self.on_commit:
-            self.on_commit(len(batch))
+                except Exception as e1:
+                    if is_storage_error(e1):
+                        return self._storage_failed(batch[i:], e1, afters)
+                    afters += self._unstorable(item, e1)
+        finally:
+            self.busy_since = None
+        self._storage_ok()
+        self._after(afters, len(batch))
+        return True
+
+    def _storage_failed(self, batch: list, e: BaseException, afters: list | None = None) -> bool:
+        self.health.failed("store", e)
+        with self._cv:
+            self._failing = True
+        self._put_back(batch)
+        if afters:  # the items written before the failure are committed: finish them
+            self._after(afters, 0)
+        return False
+
+    def _storage_ok(self) -> None:
+        if self._failing:
+            with self._cv:
+                self._failing = False
+        self.health.succeeded("store")
+
+    def _unstorable(self, item, e: BaseException) -> list[After]:
+        """An item that fails on a working database: a bug, or values the parser let through. A job is
+        dropped (counted); an event is refused and counted, and PUBACKed so it is not sent forever."""
+        self.dropped += 1
+        if not isinstance(item, Incoming):
+            log.error("store: dropping a job that cannot be written", exc_info=e)
+            return []
+        dev = item.event.get("dev", "?")
+        log.error("store: an event cannot be written; refused", exc_info=e,
+                  extra={"device": dev, "event": item.event.get("id")})
+        try:
+            self._apply([lambda conn: record_reject(conn, "unstorable", dev)])
+        except Exception:
+            log.exception("store: cannot count the refusal either")
+        return [item.settle] if item.settle else []
+
+    def _after(self, afters: list, n: int) -> None:
+        if self.on_commit and n:
+            self.on_commit(n)
         for fn in afters:
             try:
                 fn()
@@ -154,12 +239,16 @@ class StoreWriter(threading.Thread):
                 if isinstance(item, Incoming):
                     afters.extend(self._apply_event(conn, item))
                 else:
-                    after = item(conn)
+                    job = item[0] if isinstance(item, tuple) else item
+                    after = job(conn)
                     if after:
                         afters.append(after)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # a failed COMMIT may have rolled back already
             raise
         return afters
 
@@ -173,7 +262,10 @@ class StoreWriter(threading.Thread):
         eid, dev, ep = ev["id"], ev["dev"], ev.get("ep") or ""
         row = conn.execute("SELECT body, stage, incident, reason FROM events WHERE id=?", (eid,)).fetchone()
         highest = self._highest_ctr(conn, dev, ep)
-        verdict = classify(item.frame.body, ev["ctr"], row["body"] if row else None, highest)
+        floor = pruned_through(conn, dev, ep)
+        if floor is not None and (highest is None or floor > highest):
+            highest = floor
+        verdict = classify(item.frame.body, ev["ctr"], row["body"] if row else None, highest, floor)
         late = None
         if verdict == LATE:
             late = f"counter {ev['ctr']} arrived after {highest}: sent again late, or overtaken"
@@ -204,8 +296,8 @@ class StoreWriter(threading.Thread):
         elif verdict == DUPLICATE:
             result = StoredResult(DUPLICATE, eid, dev, row["stage"], row["incident"], row["reason"], event=ev)
         else:
-            assert verdict == CONFLICT
-            record_reject(conn, "conflict", dev)
+            assert verdict in (CONFLICT, FORGOTTEN)
+            record_reject(conn, verdict, dev)
             result = StoredResult(verdict, eid, dev, event=ev)
         afters: list[After] = [lambda: self.on_result(result)]
         if item.settle:

@@ -167,7 +167,7 @@ class Ticker(threading.Thread):
 
     def __init__(self, cfg: dict, bridge_id: str, version: str, *, registry, presence: Presence, writer, metrics,
                  conn: sqlite3.Connection, backlogs: dict, counts: dict, publish: Callable, shared: bool,
-                 stopping: threading.Event, clock: BridgeClock | None = None, link=None):
+                 stopping: threading.Event, clock: BridgeClock | None = None, link=None, storage=None):
         super().__init__(name="supervision", daemon=True)
         self.cfg = cfg
         self.bridge_id = bridge_id
@@ -187,6 +187,7 @@ class Ticker(threading.Thread):
         self.link = link  # the bridge's MQTT link (down_since, down_reason); None: always up
         self._broker_was_down = False
         self._broker_said = 0.0  # monotonic time of the last "broker unreachable" log line
+        self.storage = storage  # bridge/workers/storage_watch.py; None in tests that do without
 
     def run(self) -> None:
         check_s = float(self.cfg["supervision"]["check_s"])
@@ -252,6 +253,8 @@ class Ticker(threading.Thread):
         return f"unreachable since {since:.0f}: {self.link.down_reason}"
 
     def tick(self) -> None:
+        if self.storage is not None:
+            self.storage.tick()
         self.follow_clock_step()
         now = self.clock()
         broker = self.broker_state()
@@ -275,7 +278,7 @@ class Ticker(threading.Thread):
             flush_last_seen(conn, seen)
             conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('alive', ?), ('bridge_id', ?), ('version', ?),"
                          " ('broker', ?)", (str(now), self.bridge_id, self.version, broker))
-        self.writer.submit(job)
+        self.writer.submit(job, droppable=not transitions)
         on, off = self.presence.counts(devices)
         self.metrics.devices.labels("online").set(on)
         self.metrics.devices.labels("offline").set(off)
@@ -296,6 +299,8 @@ class Ticker(threading.Thread):
             "rates": {k + "_per_s": round((c1[k] - c0[k]) / dt, 2) for k in c1},
             "faults_open": self.conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0],
         }
+        if self.storage is not None:
+            body["storage"] = self.storage.health_part()
         self.publish(protocol_host.bridge_topic(self.bridge_id, "health"), json.dumps(body, separators=(",", ":")).encode(),
                      qos=0)
         return t1, c1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -70,6 +71,13 @@ def bridge_for(workdir: Path, broker: Mosquitto, intake: FakeIntake, **overrides
         "health_s": 2,
     }
     return Bridge(workdir, bridge_config(base, **overrides), extra_path=[HERE])  # HERE: fakesink_http
+
+
+def metric(port: int, name: str) -> float:
+    """A bridge's metric from its /metrics page, summed over its labels."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name + " ")
+               or ln.startswith(name + "{"))
 
 
 def wait_for(pred, timeout: float = 10.0, step: float = 0.05):

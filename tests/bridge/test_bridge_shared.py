@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 
 import pytest
-from bridge_harness import Fleet, bridge_for, wait_for
+from bridge_harness import Fleet, bridge_for, metric, wait_for
 from test_bridge_store_deliver import DEV, Clock, Results, ScriptedSink, incoming
 
 from bridge import db
@@ -124,12 +123,6 @@ def test_claimed_rows_not_reached_are_handed_back_due_as_before(dbp):
 @pytest.fixture
 def fleet() -> Fleet:
     return Fleet(6, prefix="hn-s")
-
-
-def metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name + " ")
-               or ln.startswith(name + "{"))
 
 
 def test_two_bridges_on_a_shared_subscription_store_and_deliver_each_alarm_once(tmp_path, fleet, broker, intake):
