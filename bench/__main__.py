@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bridge_throughput", "detectors", "e2e_latency", "firmware_heap", "late_delivery")
+BENCHMARKS = ("bridge_throughput", "detectors", "e2e_latency", "firmware_heap", "flood", "late_delivery")
 
 
 def main(argv=None) -> int:

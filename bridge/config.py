@@ -31,7 +31,13 @@ DEFAULTS: dict = {
         "keepalive": 30,
         "session_expiry_s": 86400,
     },
-    "limits": {"max_payload": protocol.MAX_PAYLOAD},
+    # rates: per device and supervision class, [per second, burst] of telemetry, status and rejected
+    # messages (bridge/limits.py); events are never limited. flood_clear_s: a device's `flood` fault
+    # clears after this long within its limits.
+    "limits": {"max_payload": protocol.MAX_PAYLOAD,
+               "rates": {"mains": {"telemetry": [1, 30], "status": [0.5, 10], "rejected": [1, 30]},
+                         "battery": {"telemetry": [1, 30], "status": [0.5, 10], "rejected": [1, 30]}},
+               "flood_clear_s": 60},
     # fault_after_s: a write failing (or waiting) this long raises the `storage` fault; max_backlog:
     # telemetry and bookkeeping kept meanwhile; retain_days: events older than this are forgotten once
     # settled (0: never).
@@ -136,6 +142,16 @@ def check(cfg: dict, base_dir: Path) -> dict:
     if d["horizon_s"] < d["max_age_s"]:
         raise ConfigError(f"delivery.horizon_s ({d['horizon_s']}) must be at least delivery.max_age_s "
                           f"({d['max_age_s']}): the bridge keeps trying after the failure, not less")
+    rates = cfg["limits"]["rates"]
+    for cls in ("mains", "battery"):
+        kinds = rates.get(cls) if isinstance(rates, dict) else None
+        if not isinstance(kinds, dict):
+            raise ConfigError(f"limits.rates.{cls} must map telemetry, status and rejected to [per_s, burst]")
+        for kind in ("telemetry", "status", "rejected"):
+            v = kinds.get(kind)
+            if not (isinstance(v, (list, tuple)) and len(v) == 2
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)):
+                raise ConfigError(f"limits.rates.{cls}.{kind} must be [per second, burst], both positive")
     st = cfg["store"]
     for k in ("batch_max", "fault_after_s", "max_backlog", "retention_check_s"):
         if not isinstance(st[k], (int, float)) or isinstance(st[k], bool) or st[k] <= 0:

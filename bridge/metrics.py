@@ -10,6 +10,8 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.received = Counter("baochay_received", "Messages received from devices", ["kind"], registry=r)
         self.rejected = Counter("baochay_rejected", "Messages rejected, by reason", ["reason"], registry=r)
+        self.dropped = Counter("baochay_dropped", "Messages dropped over their device's limits, by kind",
+                               ["kind"], registry=r)
         self.duplicates = Counter("baochay_duplicates", "Events received again (re-acked)", registry=r)
         self.conflicts = Counter("baochay_conflicts", "Events refused: a stored event's id with other bytes",
                                  registry=r)

@@ -18,6 +18,7 @@ from firmware.protocol_host import Refused
 from . import __version__, db, pipeline, sinks
 from .clock import BridgeClock, record_offset
 from .ingest import MqttLink
+from .limits import KINDS, UNREGISTERED, Drops, Limits
 from .metrics import Metrics
 from .registry import Registry
 from .stages.ack import ack_frame, ack_topic
@@ -28,8 +29,9 @@ from .stages.parse import read_object
 from .stages.verify import VerifyPolicy
 from .storage import StateFile, StorageHealth, state_file_path
 from .workers.delivery import CLAIM_S, DeliveryWorker
+from .workers.flood_watch import FloodWatch
 from .workers.storage_watch import StorageWatch
-from .workers.store_writer import Incoming, StoredResult, StoreWriter, record_reject
+from .workers.store_writer import Incoming, StoredResult, StoreWriter
 from .workers.supervision import Presence, Ticker, apply_birth, apply_telemetry, apply_transitions
 
 # The MQTT thread gives up the GIL on every socket call and then waits for a busy thread's time slice
@@ -85,6 +87,11 @@ class Bridge:
         ]
         self._first_workers = {w.name_: w for w in reversed(self.workers)}  # one per sink, for gauges
         self.link = MqttLink(cfg["mqtt"], self.bridge_id, __version__, self._on_message)
+        self.limits = Limits(cfg["limits"]["rates"])  # used on paho's thread only
+        self.drops = Drops()
+        self.flood = FloodWatch(self.drops, self.writer, float(cfg["limits"]["flood_clear_s"]))
+        self._received = {k: self.metrics.received.labels(k) for k in protocol_host.DEVICE_KINDS}
+        self._dropped = {k: self.metrics.dropped.labels(k) for k in KINDS}
         self._stopping = threading.Event()
         self._metrics_server = None
         self._counts = {"received": 0, "stored": 0}
@@ -94,8 +101,8 @@ class Bridge:
                               writer=self.writer, metrics=self.metrics, conn=self.conn,
                               backlogs=self._first_workers, counts=self._counts, publish=self.link.publish,
                               shared=self.shared, stopping=self._stopping, clock=self.clock, link=self.link,
-                              storage=self.storage)
-        self._reject_log: dict[str, float] = {}
+                              storage=self.storage, flood=self.flood)
+        self._reject_log: dict[str, tuple[float, int]] = {}  # reason -> (last logged, not logged since)
 
     def _state_file(self) -> StateFile | None:
         try:
@@ -179,43 +186,63 @@ class Bridge:
         try:
             dev, kind = protocol_host.split_topic(msg.topic)
         except Refused as r:
-            self._reject(r, "-", msg)
+            self._reject(r, UNREGISTERED, msg)
             return
-        self.metrics.received.labels(kind).inc()
-        if self.registry.get(dev) is None:
-            self._reject(Refused("unknown-device"), dev, msg)
+        self._received[kind].inc()
+        d = self.registry.get(dev)
+        if d is None:
+            self._reject(Refused("unknown-device"), dev, msg, bucket=UNREGISTERED)
             return
         if kind == "status" and msg.retain:
             # a retained status replayed at subscribe time is old news, not a sign of life
-            self._status(dev, msg.payload, now, live=False)
+            if self.limits.take(dev, kind, d.supervision):
+                self._status(dev, msg.payload, now, live=False)
             self.link.settle_now(msg)
             return
         t = self.presence.seen(dev, now)
         if t is not None:
             self.writer.submit(lambda conn: apply_transitions(conn, [t]))
-        if kind == "event":
+        if kind == "event":  # never limited: verified, stored, or refused for what it is
             try:
                 frame, event = pipeline.admit(msg.topic, msg.payload, self._key, self.max_payload)
             except Refused as r:
-                self._reject(r, dev, msg)
+                self._reject(r, dev, msg, cls=d.supervision)
                 return
             self.writer.submit_event(Incoming(frame, event, now, self.link.settler(msg)))
-        elif kind == "telemetry":
+            return
+        if not self.limits.take(dev, kind, d.supervision):
+            self._drop(dev, kind, msg)
+            return
+        if kind == "telemetry":
             try:
                 body = read_object(msg.payload, self.max_payload)
             except Refused as r:
-                self._reject(r, dev, msg)
+                self._reject(r, dev, msg, cls=d.supervision)
                 return
             low = float(self.cfg["supervision"]["low_battery_pct"])
             self.writer.submit(lambda conn: apply_telemetry(conn, dev, body, low, now), droppable=True)
         else:
-            self._status(dev, msg.payload, now, live=True)
+            try:
+                self._status(dev, msg.payload, now, live=True)
+            except Refused as r:
+                self._reject(r, dev, msg, cls=d.supervision)
+                return
+        self.link.settle_now(msg)
+
+    def _drop(self, dev: str, kind: str, msg=None) -> None:
+        """Over the device's limit: dropped before any parsing, counted (bridge/workers/flood_watch.py)."""
+        self._dropped[kind].inc()
+        self.drops.dropped(dev, kind)
+        if msg is not None:
             self.link.settle_now(msg)
 
     def _status(self, dev: str, payload: bytes, now: float, live: bool) -> None:
+        """A status payload; Refused when it is not a JSON object (a retained one is only skipped)."""
         try:
             s = read_object(payload, self.max_payload)
         except Refused:
+            if live:
+                raise
             return
         if s.get("state") == "offline":
             t = self.presence.gone(dev, now, "connection lost (last will)" if live else "offline (retained status)")
@@ -224,15 +251,24 @@ class Bridge:
         elif s.get("state") == "online":
             self.writer.submit(lambda conn: apply_birth(conn, dev, s), droppable=True)
 
-    def _reject(self, r: Refused, dev: str, msg) -> None:
-        self.metrics.rejected.labels(r.reason).inc()
-        self.writer.submit(lambda conn: record_reject(conn, r.reason, dev), droppable=True)
+    def _reject(self, r: Refused, dev: str, msg, cls: str = "mains", bucket: str | None = None) -> None:
+        """Refused: counted (in memory, written once a tick), a log line per reason every 10 s at most,
+        and over the device's `rejected` limit only counted as dropped."""
         self.link.settle_now(msg)
+        if not self.limits.take(bucket or dev, "rejected", cls):
+            self._drop(bucket or dev, "rejected")
+            return
+        self.metrics.rejected.labels(r.reason).inc()
+        self.drops.rejected(r.reason, dev)
         now = time.monotonic()
-        if now - self._reject_log.get(r.reason, 0) > 10:  # a flood of junk must not flood the log
-            self._reject_log[r.reason] = now
+        said = self._reject_log.get(r.reason)
+        if said is None or now - said[0] > 10:  # a flood of junk must not flood the log
+            self._reject_log[r.reason] = (now, 0)
             log.warning("message rejected", extra={"reason": r.reason, "detail": r.detail, "device": dev,
-                                                   "topic": msg.topic[:120]})
+                                                   "topic": msg.topic[:120],
+                                                   "more_not_logged": said[1] if said else 0})
+        else:
+            self._reject_log[r.reason] = (said[0], said[1] + 1)
 
     # --- after commit (store writer thread) ---
     def _on_commit(self, n: int) -> None:

@@ -334,9 +334,9 @@ class StoreWriter(threading.Thread):
             clear_fault(conn, kind, device=ev["dev"])
 
 
-def record_reject(conn, reason: str, dev: str) -> None:
+def record_reject(conn, reason: str, dev: str, n: int = 1) -> None:
     conn.execute(
-        "INSERT INTO rejects (reason, device, n, last_at) VALUES (?, ?, 1, ?) "
-        "ON CONFLICT(reason, device) DO UPDATE SET n=n+1, last_at=excluded.last_at",
-        (reason, dev, time.time()),
+        "INSERT INTO rejects (reason, device, n, last_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(reason, device) DO UPDATE SET n=n+excluded.n, last_at=excluded.last_at",
+        (reason, dev, n, time.time()),
     )

@@ -167,7 +167,7 @@ class Ticker(threading.Thread):
 
     def __init__(self, cfg: dict, bridge_id: str, version: str, *, registry, presence: Presence, writer, metrics,
                  conn: sqlite3.Connection, backlogs: dict, counts: dict, publish: Callable, shared: bool,
-                 stopping: threading.Event, clock: BridgeClock | None = None, link=None, storage=None):
+                 stopping: threading.Event, clock: BridgeClock | None = None, link=None, storage=None, flood=None):
         super().__init__(name="supervision", daemon=True)
         self.cfg = cfg
         self.bridge_id = bridge_id
@@ -188,6 +188,7 @@ class Ticker(threading.Thread):
         self._broker_was_down = False
         self._broker_said = 0.0  # monotonic time of the last "broker unreachable" log line
         self.storage = storage  # bridge/workers/storage_watch.py; None in tests that do without
+        self.flood = flood  # bridge/workers/flood_watch.py; likewise
 
     def run(self) -> None:
         check_s = float(self.cfg["supervision"]["check_s"])
@@ -255,6 +256,8 @@ class Ticker(threading.Thread):
     def tick(self) -> None:
         if self.storage is not None:
             self.storage.tick()
+        if self.flood is not None:
+            self.flood.tick()
         self.follow_clock_step()
         now = self.clock()
         broker = self.broker_state()
