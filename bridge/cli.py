@@ -213,6 +213,37 @@ def cmd_alarms(args) -> int:
     return 0
 
 
+def cmd_facilities(args) -> int:
+    from .facilities import FacilityError, all_facilities, parse_contact, put
+
+    conn = db.connect(_db(args))
+    try:
+        if args.action == "set":
+            try:
+                contacts = [parse_contact(c) for c in args.contact] if args.contact else None
+                with db.transaction(conn):
+                    warnings = put(conn, args.id, args.name, contacts)
+            except FacilityError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            for w in warnings:
+                print(f"warning: {w}", file=sys.stderr)
+            print(f"facility {args.id} saved")
+            return 0
+        rows = all_facilities(conn)
+        if args.json:
+            print(json.dumps(rows, indent=1, ensure_ascii=False))
+            return 0
+        from .status import _table
+
+        print("\n".join(_table(["facility", "name", "contacts, in calling order"],
+                               [[f["id"], f["name"], "; ".join(f"{c['name']} {c['phone']}".strip()
+                                                              for c in f["contacts"])] for f in rows])))
+        return 0
+    finally:
+        conn.close()
+
+
 def cmd_cmd(args) -> int:
     from .commands import send_command
 
@@ -284,6 +315,19 @@ def parser() -> argparse.ArgumentParser:
     for x in (al, cl):
         with_config(x)
     sp.set_defaults(fn=cmd_alarms)
+
+    sp = with_config(sub.add_parser("facilities", help="facilities and the contacts told of their alarms"))
+    fsub = sp.add_subparsers(dest="action", required=True)
+    fs = fsub.add_parser("set", help="create or update a facility (its id is the devices' building)")
+    fs.add_argument("id")
+    fs.add_argument("--name", help="the facility's name, as a contact reads it")
+    fs.add_argument("--contact", action="append", metavar="NAME=PHONE",
+                    help="a contact, in calling order (repeat; replaces the list): 'Nguyen Van A=+84901234567'")
+    fl = fsub.add_parser("list", help="facilities and their contacts")
+    fl.add_argument("--json", action="store_true")
+    for x in (fs, fl):
+        with_config(x)
+    sp.set_defaults(fn=cmd_facilities)
 
     sp = with_config(sub.add_parser("cmd", help="send a signed command to a device"), need_db_option=False)
     sp.add_argument("device")

@@ -52,6 +52,9 @@ DEFAULTS: dict = {
                  "horizon_s": 86400, "late_backoff_max_s": 60},
     "metrics": {"host": "127.0.0.1", "port": 0},
     "health_s": 10,
+    # contacts told of each alarm (bridge/workers/callouts.py): type `smpp` (options: host, port,
+    # system_id, password, source); ack_s: how long a contact has to answer before the next is told.
+    "notify": {"type": None, "ack_s": 120, "options": {}},
     "sinks": [],
     "accepted_from": None,
     "sink_types": {},
@@ -152,6 +155,15 @@ def check(cfg: dict, base_dir: Path) -> dict:
             if not (isinstance(v, (list, tuple)) and len(v) == 2
                     and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)):
                 raise ConfigError(f"limits.rates.{cls}.{kind} must be [per second, burst], both positive")
+    n = cfg["notify"]
+    if n["type"] is not None:
+        from .notify import NOTIFIER_TYPES
+        if n["type"] not in NOTIFIER_TYPES:
+            raise ConfigError(f"notify.type {n['type']!r} is not one of: {', '.join(sorted(NOTIFIER_TYPES))}")
+        if not isinstance(n["options"], dict):
+            raise ConfigError("notify.options must be a mapping")
+    if not isinstance(n["ack_s"], (int, float)) or isinstance(n["ack_s"], bool) or n["ack_s"] <= 0:
+        raise ConfigError("notify.ack_s must be a positive number of seconds")
     st = cfg["store"]
     for k in ("batch_max", "fault_after_s", "max_backlog", "retention_check_s"):
         if not isinstance(st[k], (int, float)) or isinstance(st[k], bool) or st[k] <= 0:

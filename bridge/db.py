@@ -9,6 +9,8 @@ which only makes the outbox send the report again, and sinks are idempotent by e
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SCHEMA = """
@@ -102,6 +104,34 @@ CREATE TABLE IF NOT EXISTS rejects (
     last_at REAL NOT NULL,
     PRIMARY KEY (reason, device)
 );
+-- a facility (the devices' `building`) and the people to call, in order (bridge/facilities.py)
+CREATE TABLE IF NOT EXISTS facilities (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    contacts TEXT NOT NULL DEFAULT '[]',
+    updated_at REAL NOT NULL DEFAULT 0
+);
+-- one row per contact called about an alarm (bridge/workers/callouts.py)
+CREATE TABLE IF NOT EXISTS callouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    facility TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    phone TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'due',
+    msg_ids TEXT,
+    created_at REAL NOT NULL,
+    next_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sent_at REAL,
+    delivered_at REAL,
+    acked_at REAL,
+    reply TEXT,
+    error TEXT,
+    UNIQUE (event_id, idx)
+);
+CREATE INDEX IF NOT EXISTS callouts_open ON callouts(state, next_at);
 -- per install, the highest counter whose event retention deleted (bridge/retention.py)
 CREATE TABLE IF NOT EXISTS pruned (
     dev TEXT NOT NULL,
@@ -160,3 +190,18 @@ def connect(path: str | Path, durable: bool = True, readonly: bool = False) -> s
     conn.executescript(SCHEMA)
     _migrate(conn)
     return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT on an autocommit connection (ROLLBACK on any error)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        raise

@@ -33,6 +33,8 @@ class Metrics:
                                      "storage failed (events are never dropped)", registry=r)
         self.db_bytes = Gauge("baochay_db_bytes", "Size of the database on disk, with its write-ahead log",
                               registry=r)
+        self.callouts = Counter("baochay_callouts", "Contact messages about alarms, by outcome (sent, "
+                                "send_failed, acked)", ["outcome"], registry=r)
         self.faults_open = Gauge("baochay_faults_open", "Open operator faults", registry=r)
         self.delivery_latency = Histogram(
             "baochay_delivery_latency_seconds", "Receipt at the bridge -> accepted by the sink", ["sink"],

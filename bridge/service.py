@@ -20,6 +20,7 @@ from .clock import BridgeClock, record_offset
 from .ingest import MqttLink
 from .limits import KINDS, UNREGISTERED, Drops, Limits
 from .metrics import Metrics
+from .notify import build_notifier
 from .registry import Registry
 from .stages.ack import ack_frame, ack_topic
 from .stages.authenticate import DUPLICATE, FORGOTTEN, LATE, NEW
@@ -28,6 +29,7 @@ from .stages.enrich import LocationPolicy
 from .stages.parse import read_object
 from .stages.verify import VerifyPolicy
 from .storage import StateFile, StorageHealth, state_file_path
+from .workers.callouts import CalloutWorker, open_callout
 from .workers.delivery import CLAIM_S, DeliveryWorker
 from .workers.flood_watch import FloodWatch
 from .workers.storage_watch import StorageWatch
@@ -71,7 +73,8 @@ class Bridge:
         self.writer = StoreWriter(cfg["db"], self.sinks, self._on_stored,
                                   batch_max=int(cfg["store"]["batch_max"]), on_commit=self._on_commit,
                                   building_of=self._building, health=self.storage_health,
-                                  max_backlog=int(cfg["store"]["max_backlog"]))
+                                  max_backlog=int(cfg["store"]["max_backlog"]),
+                                  on_alarm=open_callout if cfg["notify"]["type"] else None)
         d, loc, ver = cfg["delivery"], cfg["location"], cfg["verify"]
         policy = DeliveryPolicy(max_age_s=float(d["max_age_s"]), backoff_initial_s=float(d["backoff_initial_s"]),
                                 backoff_max_s=float(d["backoff_max_s"]), jitter=float(d["jitter"]),
@@ -86,6 +89,10 @@ class Bridge:
             for lane in lanes for i, s in enumerate(lane)
         ]
         self._first_workers = {w.name_: w for w in reversed(self.workers)}  # one per sink, for gauges
+        n = cfg["notify"]
+        self.callouts = None if not n["type"] else CalloutWorker(
+            cfg["db"], build_notifier(n["type"], **n["options"]), self.registry, ack_s=float(n["ack_s"]),
+            metrics=self.metrics)
         self.link = MqttLink(cfg["mqtt"], self.bridge_id, __version__, self._on_message)
         self.limits = Limits(cfg["limits"]["rates"])  # used on paho's thread only
         self.drops = Drops()
@@ -120,6 +127,8 @@ class Bridge:
         self.writer.submit(lambda conn: record_offset(conn, self.clock.base))  # what the stored times follow
         for w in self.workers:
             w.start()
+        if self.callouts is not None:
+            self.callouts.start()
         for w in self._first_workers.values():
             self.metrics.backlog.labels(w.name_).set(w.backlog(self.conn))
         m = self.cfg["metrics"]
@@ -161,6 +170,9 @@ class Bridge:
             w.stop()
         for w in self.workers:
             w.join(15)
+        if self.callouts is not None:
+            self.callouts.stop()
+            self.callouts.join(10)
         self._ticker.join(5)
         self.link.stop()
         if self._metrics_server is not None:
@@ -281,6 +293,8 @@ class Bridge:
             self._publish_ack(res.dev, res.event_id, "stored", None, None)
             for w in self.workers:
                 w.wake.set()
+            if self.callouts is not None:
+                self.callouts.wake.set()
             if res.late:
                 self.metrics.late.inc()
                 log.warning("event stored late", extra={"device": res.dev, "event": res.event_id,

@@ -62,13 +62,16 @@ def collect(conn: sqlite3.Connection, now: float | None = None, db_path: str | N
             " ORDER BY COALESCE(done_at, next_at) DESC LIMIT 1", (s["sink"],)).fetchone()
         s["last_error"] = row["last_error"] if row else ""
     faults = [dict(r) for r in conn.execute("SELECT * FROM faults WHERE open=1 ORDER BY ts DESC LIMIT 100")]
+    callouts = [dict(r) for r in conn.execute(
+        "SELECT event_id, facility, idx, name, phone, state, created_at, sent_at, acked_at, reply, error"
+        " FROM callouts WHERE created_at>? ORDER BY id DESC LIMIT 60", (now - OPEN_ALARM_WINDOW_S,))]
     rejects = [dict(r) for r in conn.execute("SELECT * FROM rejects ORDER BY n DESC LIMIT 30")]
     failing = [s for s in states if s.get("storage") and now - float(s.get("alive") or 0) < 30]
     size = {"bytes": storage.db_bytes(db_path) if db_path else None,
             "events": conn.execute("SELECT COUNT(*) FROM events").fetchone()[0],
             "oldest": conn.execute("SELECT MIN(received_at) FROM events").fetchone()[0]}
     return {"now": now, "meta": meta, "devices": devices, "alarms": alarms, "sinks": sinks,
-            "faults": faults, "rejects": rejects, "storage_failing": failing, "size": size}
+            "faults": faults, "rejects": rejects, "storage_failing": failing, "size": size, "callouts": callouts}
 
 
 def render(data: dict) -> str:
@@ -128,6 +131,13 @@ def render(data: dict) -> str:
     lines += _table(["sink", "backlog", "accepted", "failed, still trying", "gave up", "closed", "last error"],
                     [[s["sink"], s["backlog"], s["accepted"], s["retrying"], s["failed"], s["closed"],
                       (s["last_error"] or "")[:80]] for s in data["sinks"]])
+    if data.get("callouts"):
+        lines.append("")
+        lines.append("CALLOUTS (contacts told of alarms, last 24 h)")
+        lines += _table(["event", "facility", "#", "contact", "state", "since", "reply / error"],
+                        [[c["event_id"], c["facility"], c["idx"] + 1, f"{c['name']} {c['phone']}".strip(),
+                          c["state"], _ago(c["sent_at"] or c["created_at"], now),
+                          (c["reply"] or c["error"] or "")[:60]] for c in data["callouts"]])
     lines.append("")
     lines.append(f"FAULTS ({len(data['faults'])} open)")
     lines += _table(["#", "since", "device", "sink", "kind", "reason"],

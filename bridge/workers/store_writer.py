@@ -70,7 +70,7 @@ class StoreWriter(threading.Thread):
     def __init__(self, db_path, sinks: list, on_result: Callable[[StoredResult], None],
                  batch_max: int = 1000, on_commit: Callable[[int], None] | None = None,
                  building_of: Callable[[str], str] | None = None, health: StorageHealth | None = None,
-                 max_backlog: int = 20000):
+                 max_backlog: int = 20000, on_alarm: Callable[[sqlite3.Connection, str, str, float], object] | None = None):
         super().__init__(name="store-writer", daemon=True)
         self.db_path = db_path
         # sink names, or sink objects whose optional wants(type, cause) filters what is queued for them
@@ -81,6 +81,7 @@ class StoreWriter(threading.Thread):
         self.building_of = building_of or (lambda dev: "")
         self.health = health or StorageHealth()
         self.max_backlog = max_backlog
+        self.on_alarm = on_alarm  # (conn, event id, building, received at), in the alarm's transaction
         self._events: deque = deque()
         self._jobs: deque = deque()  # (job, droppable)
         self._cv = threading.Condition()
@@ -275,12 +276,15 @@ class StoreWriter(threading.Thread):
             if ref:
                 parent = conn.execute("SELECT incident_key FROM events WHERE id=?", (ref,)).fetchone()
                 incident_key = parent["incident_key"] if parent else ref
+            building = self.building_of(dev)
             cur = conn.execute(
                 "INSERT INTO events (id, dev, ep, ctr, type, cause, ref, incident_key, building, body,"
                 " received_at, stage, stage_at, late) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'stored', ?, ?)",
-                (eid, dev, ep, ev["ctr"], ev["type"], ev["cause"], ref, incident_key, self.building_of(dev),
+                (eid, dev, ep, ev["ctr"], ev["type"], ev["cause"], ref, incident_key, building,
                  item.frame.body, item.received_at, time.time(), late),
             )
+            if ev["type"] == "alarm" and self.on_alarm is not None:
+                self.on_alarm(conn, eid, building, item.received_at)
             seq = cur.lastrowid
             for sink, wants in self.sinks:
                 if wants is not None and not wants(ev["type"], ev["cause"]):
