@@ -144,17 +144,22 @@ def cmd_devices(args) -> int:
                 print("error: give the key as --key @FILE or --key - (stdin), never on the command line",
                       file=sys.stderr)
                 return 2
+            said: list[str] = []
             try:
-                dev = reg.upsert(rec)
+                dev = reg.upsert(rec, said)
             except RegistryError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
-            print(f"device {dev.id} registered")
+            for w in said:
+                print(f"warning: {w}", file=sys.stderr)
+            print(f"device {dev.id} registered" + (f" at {dev.address}" if dev.ward_code else ""))
             return 0
         if args.action == "import":
             res = reg.import_csv(args.file)
             for line, msg in res.errors:
                 print(f"{args.file}:{line}: {msg}", file=sys.stderr)
+            for line, msg in res.warnings:
+                print(f"{args.file}:{line}: warning: {msg}", file=sys.stderr)
             print(f"imported {len(res.added)} device(s), {sum(1 for ln, _ in res.errors if ln > 1)} bad row(s)")
             return 0 if not res.errors else 1
         if args.action == "remove":

@@ -154,6 +154,9 @@ ADDED_COLUMNS = (
     ("deliveries", "failed_at", "REAL"),  # when the device was told `failed`; sending goes on after it
     ("deliveries", "closed_why", "TEXT"),  # an operator closed it (`alarms close`): why, and who said so
     ("faults", "event", "TEXT"),  # the event a delivery fault is about: cleared by its late acceptance
+    ("devices", "ward", "TEXT NOT NULL DEFAULT ''"),  # the 2025 ward or commune (bridge/address.py)
+    ("devices", "ward_code", "TEXT NOT NULL DEFAULT ''"),  # its official code
+    ("devices", "province_code", "TEXT NOT NULL DEFAULT ''"),  # the province's official code
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS events_dev_ep ON events(dev, ep, ctr);

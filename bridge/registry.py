@@ -20,7 +20,10 @@ KEY_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 TEXT_FIELDS = ("board", "building", "address", "floor", "room", "contact_phone", "province",
                "dc09_account", "dc09_receiver", "dc09_line")
 FLOAT_FIELDS = ("lat", "lon", "acc")
-FIELDS = ("id", "key") + TEXT_FIELDS + FLOAT_FIELDS + ("supervision",)
+FIELDS = ("id", "key") + TEXT_FIELDS + FLOAT_FIELDS + ("supervision",)  # what an installer gives
+# What the registry derives from the address (bridge/address.py): the 2025 ward and the official codes.
+DERIVED_FIELDS = ("ward", "ward_code", "province_code")
+STORED_FIELDS = FIELDS + DERIVED_FIELDS
 CLASSES = ("mains", "battery")
 
 
@@ -46,14 +49,18 @@ class Device:
     dc09_account: str = ""
     dc09_receiver: str = ""
     dc09_line: str = ""
+    ward: str = ""
+    ward_code: str = ""
+    province_code: str = ""
 
     def public(self) -> dict:
         """Every field except the key."""
-        return {k: getattr(self, k) for k in FIELDS if k != "key"}
+        return {k: getattr(self, k) for k in STORED_FIELDS if k != "key"}
 
 
-def normalise(record: dict) -> dict:
-    """A registry record (strings from CSV or typed values) -> clean column values; RegistryError."""
+def normalise(record: dict, warnings: list[str] | None = None) -> dict:
+    """A registry record (strings from CSV or typed values) -> clean column values; RegistryError.
+    The address is normalized to the 2025 units (bridge/address.py); what that says goes to `warnings`."""
     out: dict = {}
     dev_id = str(record.get("id") or "").strip()
     if dev_id in protocol_host.RESERVED_IDS:
@@ -85,11 +92,23 @@ def normalise(record: dict) -> dict:
     if sup not in CLASSES:
         raise RegistryError(f"supervision must be mains or battery, not {sup!r}")
     out["supervision"] = sup
+    for k in DERIVED_FIELDS:
+        out[k] = ""
+    if out["address"]:
+        from .address import normalize  # its tables take a quarter of a second to load: only when needed
+
+        addr, said = normalize(out["address"], out["province"])
+        out["address"] = addr.text
+        if addr.ward_code:
+            out.update(ward=addr.ward, ward_code=addr.ward_code, province_code=addr.province_code,
+                       province=addr.province)
+        if warnings is not None:
+            warnings.extend(f"{dev_id}: {w}" for w in said)
     return out
 
 
 def _row_to_device(row) -> Device:
-    d = {k: row[k] for k in FIELDS}
+    d = {k: row[k] for k in STORED_FIELDS}
     d["key"] = bytes.fromhex(d["key"])
     return Device(**d)
 
@@ -98,6 +117,7 @@ def _row_to_device(row) -> Device:
 class ImportResult:
     added: list[str] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, message)
+    warnings: list[tuple[int, str]] = field(default_factory=list)  # stored, but worth a look
 
 
 class Registry:
@@ -117,9 +137,9 @@ class Registry:
             self._cache = {r["id"]: _row_to_device(r) for r in rows}
             self._cache_at = time.monotonic()
 
-    def upsert(self, record: dict) -> Device:
+    def upsert(self, record: dict, warnings: list[str] | None = None) -> Device:
         """Add or replace one device (keys as in FIELDS; optional ones default to ''/None)."""
-        rec = normalise(record)
+        rec = normalise(record, warnings)
         cols = ", ".join(rec)
         marks = ", ".join("?" for _ in rec)
         updates = ", ".join(f"{k}=excluded.{k}" for k in rec if k != "id")
@@ -205,11 +225,13 @@ class Registry:
             if dev_id in seen:
                 result.errors.append((line, f"duplicate id {dev_id!r} (first on line {seen[dev_id]})"))
                 continue
+            said: list[str] = []
             try:
-                self.upsert({k: row.get(k) for k in FIELDS})
+                self.upsert({k: row.get(k) for k in FIELDS}, said)
             except RegistryError as e:
                 result.errors.append((line, str(e)))
                 continue
+            result.warnings.extend((line, w) for w in said)
             seen[dev_id] = line
             result.added.append(dev_id)
         return result

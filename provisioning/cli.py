@@ -14,6 +14,7 @@ from .devices import (
     Site,
     create_device,
     create_from_csv,
+    current_address,
     load_ca,
     load_device,
     load_record,
@@ -229,6 +230,8 @@ def cmd_new_device(a) -> int:
             print(f"created {dev}")
         for err in r.errors:
             print(f"error: {a.csv}: {err}", file=sys.stderr)
+        for w in r.warnings:
+            print(f"warning: {a.csv}: {w}", file=sys.stderr)
         print(f"{len(r.created)} device(s) created in {a.devices_dir}, {len(r.errors)} row(s) refused")
         return 1 if r.errors else 0
     missing = [f"--{k.replace('_', '-')}" for k in ("id", "board", "building", "address", "lat", "lon")
@@ -237,7 +240,10 @@ def cmd_new_device(a) -> int:
         raise ProvisionError(f"new-device needs {', '.join(missing)} (or --csv FILE)")
     dc09 = {k: v for k, v in (("account", a.dc09_account), ("receiver", a.dc09_receiver),
                                 ("line", a.dc09_line)) if v}
-    site = Site(building=a.building, address=a.address, floor=a.floor, room=a.room, lat=a.lat, lon=a.lon,
+    address, said = current_address(a.address, a.province or "")
+    for w in said:
+        print(f"warning: {w}", file=sys.stderr)
+    site = Site(building=a.building, address=address, floor=a.floor, room=a.room, lat=a.lat, lon=a.lon,
                 acc=int(round(a.acc)), contact_phone=a.contact_phone, province=a.province, dc09=dc09)
     d = create_device(a.devices_dir, a.id, a.board, site, net, a.boards)
     print(f"created {a.id}: {d / 'device.json'} (key and broker password inside, mode 0600)")

@@ -14,7 +14,7 @@ import secrets
 import ssl
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +250,16 @@ def list_devices(devices_dir: Path) -> list[str]:
 class CsvResult:
     created: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # "line N: message"
+    warnings: list[str] = field(default_factory=list)  # "line N: message": created, but worth a look
+
+
+def current_address(text: str, province: str = "") -> tuple[str, list[str]]:
+    """The address in the 2025 units (street, ward or commune, province; bridge/address.py), and what
+    was changed or could not be recognised, for the installer to read."""
+    from bridge.address import normalize
+
+    addr, warnings = normalize(text, province)
+    return addr.text, warnings
 
 
 def _row_site(row: dict[str, str]) -> Site:
@@ -308,8 +318,11 @@ def create_from_csv(csv_path: Path, devices_dir: Path, net: Network,
             check_id(dev_id)
             if dev_id in seen:
                 raise DeviceError(f"duplicate device id '{dev_id}' (first on line {seen[dev_id]})")
-            create_device(devices_dir, dev_id, (row.get("board") or "").strip(), _row_site(row), net,
-                          boards_yaml)
+            site = _row_site(row)
+            address, said = current_address(site.address, site.province)
+            site = replace(site, address=address)
+            create_device(devices_dir, dev_id, (row.get("board") or "").strip(), site, net, boards_yaml)
+            result.warnings.extend(f"line {line}: {w}" for w in said)
             seen[dev_id] = line
             result.created.append(dev_id)
         except ProvisionError as e:

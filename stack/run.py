@@ -39,14 +39,15 @@ STATE = "state.json"
 # Three sites far apart, so the intake page shows the location at a glance.
 SITES: list[dict[str, Any]] = [
     {"dev": "hn-tower-a-01", "lat": 21.028511, "lon": 105.804817, "acc": 10,
-     "site": {"building": "Tòa nhà Sông Hồng, tháp A", "address": "23 Phan Chu Trinh, Hoàn Kiếm, Hà Nội",
-              "floor": "12", "room": "1203", "contact_phone": "+84 24 3825 0000", "province": "Hà Nội"}},
-    {"dev": "dn-market-01", "lat": 12.004470, "lon": 107.690710, "acc": 15,
-     "site": {"building": "Chợ Gia Nghĩa", "address": "Đường Lê Duẩn, Gia Nghĩa, Đắk Nông",
-              "floor": "1", "room": "Khu B", "contact_phone": "+84 261 3544 000", "province": "Đắk Nông"}},
+     "site": {"building": "Tòa nhà Sông Hồng, tháp A", "address": "23 Phan Chu Trinh, Phường Cửa Nam, Thành phố Hà Nội",
+              "floor": "12", "room": "1203", "contact_phone": "+84 24 3825 0000", "province": "Thành phố Hà Nội"}},
+    {"dev": "ld-market-01", "lat": 12.004470, "lon": 107.690710, "acc": 15,  # Đắk Nông is part of Lâm Đồng
+     "site": {"building": "Chợ Gia Nghĩa", "address": "Đường Lê Duẩn, Phường Bắc Gia Nghĩa, Tỉnh Lâm Đồng",
+              "floor": "1", "room": "Khu B", "contact_phone": "+84 261 3544 000", "province": "Tỉnh Lâm Đồng"}},
     {"dev": "hcm-school-01", "lat": 10.776889, "lon": 106.700806, "acc": 12,
-     "site": {"building": "Trường THCS Nguyễn Du", "address": "139 Lý Tự Trọng, Bến Thành, Quận 1, TP. Hồ Chí Minh",
-              "floor": "3", "room": "Phòng 305", "contact_phone": "+84 28 3822 0000", "province": "TP. Hồ Chí Minh"}},
+     "site": {"building": "Trường THCS Nguyễn Du", "address": "139 Lý Tự Trọng, Phường Bến Thành, Thành phố Hồ Chí Minh",
+              "floor": "3", "room": "Phòng 305", "contact_phone": "+84 28 3822 0000",
+              "province": "Thành phố Hồ Chí Minh"}},
 ]
 
 

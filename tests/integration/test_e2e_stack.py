@@ -46,7 +46,7 @@ def test_press_reaches_intake_with_location_and_address(stack):
     text = json.dumps(incident, ensure_ascii=False)
     assert site["site"]["address"] in text and site["site"]["building"] in text
     assert str(site["lat"]) in text and str(site["lon"]) in text
-    assert "dn-market-01" in text
+    assert "ld-market-01" in text
 
     # the other board's site is not mixed in, and the intake holds exactly one incident
     listing = get(f"{stack.intake_url}/v1/incidents")

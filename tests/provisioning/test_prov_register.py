@@ -32,7 +32,11 @@ def test_register_adds_the_device_to_the_bridge_registry_and_broker(tmp_path, ma
     try:
         dev = reg.get("hn-a-0001")
         assert dev.key == bytes.fromhex(device["key"])
-        assert (dev.building, dev.floor, dev.room, dev.province) == ("Toà A", "3", "301", "Hà Nội")
+        assert (dev.building, dev.floor, dev.room) == ("Toà A", "3", "301")
+        # the address in the 2025 units, with the official codes 114 routes by
+        assert (dev.address, dev.ward, dev.province) == ("1 Tràng Tiền, Phường Hoàn Kiếm, Thành phố Hà Nội",
+                                                         "Phường Hoàn Kiếm", "Thành phố Hà Nội")
+        assert (dev.ward_code, dev.province_code) == ("00070", "01")
         assert (dev.lat, dev.lon, dev.supervision) == (21.028511, 105.804817, "battery")
     finally:
         reg.close()
