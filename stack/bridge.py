@@ -4,6 +4,7 @@ and the benchmarks: its config file, its registry, start/stop/kill, and its own 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -55,8 +56,11 @@ class Bridge:
         self.cfg_path = self.workdir / f"{name}.yaml"
         self.log_path = self.workdir / f"{name}.log"
         self.env = child_env(extra_path)
-        self.cfg_path.write_text(yaml.safe_dump(config, allow_unicode=True))
-        self.cfg_path.chmod(0o600)  # it holds the broker password
+        # 0600 from its creation: it holds the broker password
+        fd = os.open(self.cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(yaml.safe_dump(config, allow_unicode=True))
         self.process = Process([sys.executable, "-m", "bridge.cli", "run", "--config", str(self.cfg_path)],
                                name=name, log=self.log_path, ready="bridge ready", env=self.env)
 
