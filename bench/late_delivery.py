@@ -41,7 +41,7 @@ def run(boards: int, presses: int, down_s: float, settle_s: float) -> None:
         for vb in stack.boards:
             vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "connected", 30)
         assert stack.intake is not None
-        port, intake_db = stack.intake.port, stack.intake.db
+        port, intake_db, clients = stack.intake.port, stack.intake.db, stack.intake.clients
         stack.intake.stop()
         down_at = time.monotonic()
         alarms: list[str] = []
@@ -55,7 +55,7 @@ def run(boards: int, presses: int, down_s: float, settle_s: float) -> None:
         print(f"late delivery: {len(alarms)} alarms on {boards} boards, intake down for {down_s:.0f} s", flush=True)
         time.sleep(max(0.0, down_s - (time.monotonic() - down_at)))
         failed = {e for vb in stack.boards for e in acks(vb, "failed")}
-        stack.intake = Intake(intake_db, port=port).start()
+        stack.intake = Intake(intake_db, port=port, clients=clients).start()  # the bridge's token still holds
         back_at = time.monotonic()
         deadline = back_at + settle_s
         accepted: dict[str, tuple[float, str | None]] = {}

@@ -57,7 +57,7 @@ def _row(inc: dict) -> str:
         _map_link(inc.get("location")),
         conf_text,
         _e(STATUS_LABEL.get(status, status)),
-        f'<span class="mono">{_e(inc.get("device_id"))}</span>',
+        f'<span class="mono">{_e(inc.get("device_id"))}</span><br>{_e(inc.get("client"))}',
     ]
     return f'<tr class="{_e(status)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
@@ -66,7 +66,7 @@ def render(incidents: list[dict], mode: dict) -> str:
     head = (
         "Thời gian / received", "Mã sự cố / incident", "Loại / type", "Địa chỉ / address",
         "Toà nhà · tầng · phòng / building", "Toạ độ / coordinates", "Độ tin cậy / confidence",
-        "Trạng thái / status", "Thiết bị / device",
+        "Trạng thái / status", "Thiết bị · khách / device · client",
     )
     rows = "".join(_row(i) for i in incidents) or f'<tr><td colspan="{len(head)}">Chưa có sự cố / no incidents yet</td></tr>'
     banner = ""

@@ -1,14 +1,15 @@
 """The 114 intake reference server: the API of docs/intake-api.md over HTTP(S), on the standard library.
 
-    python -m intake.server --port 0 --db var/intake.db --token secret
+    python -m intake.server --port 0 --db var/intake.db --tokens var/intake.tokens
 
 Its first line on stdout is `listening on http://HOST:PORT`, so whoever started it can find the port.
+Every /v1 call names its client by a bearer token from the tokens file (intake/clients.py), and sees
+and changes only that client's incidents.
 """
 
 from __future__ import annotations
 
 import argparse
-import hmac
 import ipaddress
 import json
 import os
@@ -20,9 +21,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from . import page, schema
+from . import clients, page, schema
 from .faults import MODES, FaultMode
-from .store import Conflict, NotFound, Store, now_rfc3339
+from .store import Conflict, NotFound, NotYours, Store, now_rfc3339
 
 MAX_BODY = 256 * 1024
 INCIDENT_ID_RE = r"[A-Za-z0-9._-]{1,64}"
@@ -63,11 +64,11 @@ class IntakeServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr, store: Store, faults: FaultMode, token: str | None,
+    def __init__(self, addr, store: Store, faults: FaultMode, known: clients.Clients,
                  tls: ssl.SSLContext | None = None, quiet: bool = False) -> None:
         self.store = store
         self.faults = faults
-        self.token = token
+        self.clients = known
         self.tls = tls
         self.quiet = quiet
         super().__init__(addr, Handler)
@@ -90,6 +91,7 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 60  # an idle keep-alive connection is closed after this
     disable_nagle_algorithm = True  # small answers go out at once, not after the peer's delayed ACK
     server: IntakeServer
+    client = ""  # who is calling, once /v1 checked the token
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -143,13 +145,17 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "bad_json", f"the body is not valid JSON: {e}") from None
 
     def _check_token(self) -> None:
-        token = self.server.token
-        if not token:
-            return
         given = self.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        client = self.server.clients.who(value.strip()) if scheme.lower() == "bearer" else None
+        if client is None:
             raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
+        self.client = client
+
+    def _not_yours(self, incident_id: str) -> ApiError:
+        return ApiError(403, "not_your_incident",
+                        f"incident {incident_id!r} was reported by another client; only the client that "
+                        "reported an incident can read or update it", incident_id=incident_id)
 
     def _apply_fault(self) -> None:
         faults = self.server.faults
@@ -184,6 +190,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
+        self.client = ""  # a keep-alive connection's earlier request vouches for nothing now
         try:
             raw = self._read_body()
             allowed, target = [], None
@@ -255,12 +262,18 @@ class Handler(BaseHTTPRequestHandler):
         except schema.Invalid as e:
             raise ApiError(422, "invalid_report", str(e), field=e.errors[0]["field"], errors=e.errors) from None
         try:
-            created, response = self.server.store.submit_report(key, report)
+            created, response = self.server.store.submit_report(self.client, key, report)
         except Conflict as e:
-            raise ApiError(409, "idempotency_conflict",
-                           f"Idempotency-Key {e.key!r} was already used with a different body",
-                           incident_id=e.incident_id) from None
+            raise self._conflict(e, "a different body") from None
         self._answer_write(created, response)
+
+    @staticmethod
+    def _conflict(e: Conflict, what: str) -> ApiError:
+        # The key's first use names what it made, so the client can fetch it and judge (an incident),
+        # or know there is nothing to fetch (a test message).
+        named = {"test_id": e.incident_id} if e.test else {"incident_id": e.incident_id}
+        return ApiError(409, "idempotency_conflict", f"Idempotency-Key {e.key!r} was already used with {what}",
+                        **named)
 
     def post_update(self, incident_id: str, query, raw) -> None:
         body = self._parse_json(raw)
@@ -270,13 +283,13 @@ class Handler(BaseHTTPRequestHandler):
         except schema.Invalid as e:
             raise ApiError(422, "invalid_update", str(e), field=e.errors[0]["field"], errors=e.errors) from None
         try:
-            created, response = self.server.store.submit_update(key, incident_id, update)
+            created, response = self.server.store.submit_update(self.client, key, incident_id, update)
         except NotFound:
             raise ApiError(404, "unknown_incident", f"no incident {incident_id!r}") from None
+        except NotYours:
+            raise self._not_yours(incident_id) from None
         except Conflict as e:
-            raise ApiError(409, "idempotency_conflict",
-                           f"Idempotency-Key {e.key!r} was already used with a different body or incident",
-                           incident_id=e.incident_id) from None
+            raise self._conflict(e, "a different body or incident") from None
         self._answer_write(created, response)
 
     @staticmethod
@@ -290,15 +303,17 @@ class Handler(BaseHTTPRequestHandler):
         return limit
 
     def list_incidents(self, query, raw) -> None:
-        self._json(200, {"incidents": self.server.store.list_incidents(self._limit(query))})
+        self._json(200, {"incidents": self.server.store.list_incidents(self._limit(query), self.client)})
 
     def list_tests(self, query, raw) -> None:
-        self._json(200, {"tests": self.server.store.list_tests(self._limit(query))})
+        self._json(200, {"tests": self.server.store.list_tests(self._limit(query), self.client)})
 
     def get_incident(self, incident_id: str, query, raw) -> None:
         incident = self.server.store.get_incident(incident_id)
         if incident is None:
             raise ApiError(404, "unknown_incident", f"no incident {incident_id!r}")
+        if incident["client"] != self.client:
+            raise self._not_yours(incident_id)
         self._json(200, incident)
 
     def get_mode(self, query, raw) -> None:
@@ -347,8 +362,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--port", type=int, default=8114, help="TCP port; 0 picks a free one (default 8114)")
     ap.add_argument("--db", default=os.path.join("var", "intake.db"),
                     help="SQLite file for incidents and idempotency keys (default var/intake.db)")
-    ap.add_argument("--token", default=os.environ.get("BAOCHAY_INTAKE_TOKEN") or None,
-                    help="require 'Authorization: Bearer TOKEN' on /v1 (default: $BAOCHAY_INTAKE_TOKEN, else none)")
+    ap.add_argument("--tokens", metavar="FILE", default=os.environ.get("BAOCHAY_INTAKE_TOKENS") or None,
+                    help="the clients: one 'client_id token' line each, mode 0600; every /v1 call needs "
+                         "'Authorization: Bearer TOKEN' (default: $BAOCHAY_INTAKE_TOKENS)")
     ap.add_argument("--mode", choices=MODES, default="normal", help="fault mode at start (default normal)")
     ap.add_argument("--delay", type=float, default=2.0, help="delay in seconds for --mode slow (default 2)")
     ap.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS")
@@ -360,8 +376,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _clients(path: str | None) -> clients.Clients:
+    if not path:
+        raise clients.TokensError("no tokens file: give --tokens FILE (or set BAOCHAY_INTAKE_TOKENS), "
+                                  "one 'client_id token' line per client")
+    return clients.load(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        known = _clients(args.tokens)
+    except clients.TokensError as e:
+        print(f"baochay-intake: error: {e}", file=sys.stderr, flush=True)
+        return 2
     if args.db != ":memory:":
         parent = os.path.dirname(args.db)
         if parent:
@@ -369,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(args.db)
     faults = FaultMode(args.mode, args.delay)
     tls = _tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
-    httpd = IntakeServer((args.host, args.port), store, faults, args.token, tls, args.quiet)
+    httpd = IntakeServer((args.host, args.port), store, faults, known, tls, args.quiet)
     host, port = httpd.socket.getsockname()[:2]  # a str host; server_address is typed str | bytes
     scheme = "https" if tls else "http"
     shown = f"[{host}]" if ":" in str(host) else host

@@ -28,16 +28,17 @@ def bridge_config(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def intake_bridge_config(bridge_id: str, db: Path, mqtt: dict[str, Any], intake_url: str,
+def intake_bridge_config(bridge_id: str, db: Path, mqtt: dict[str, Any], intake_url: str, intake_token: str,
                          **overrides: Any) -> dict[str, Any]:
-    """A bridge delivering to the 114 intake at `intake_url`, whose acceptance the devices see as
-    their `accepted` stage (the local system of `make run` and the HIL suite)."""
+    """A bridge delivering to the 114 intake at `intake_url` as the client holding `intake_token`,
+    whose acceptance the devices see as their `accepted` stage (the local system of `make run` and the
+    HIL suite)."""
     return bridge_config({
         "bridge_id": bridge_id,
         "db": str(db),
         "mqtt": mqtt,
         "metrics": {"host": "127.0.0.1", "port": 0},
-        "sinks": [{"name": "intake114", "type": "intake-json", "url": intake_url}],
+        "sinks": [{"name": "intake114", "type": "intake-json", "url": intake_url, "token": intake_token}],
         "accepted_from": "intake114",
     }, **overrides)
 
@@ -56,7 +57,7 @@ class Bridge:
         self.cfg_path = self.workdir / f"{name}.yaml"
         self.log_path = self.workdir / f"{name}.log"
         self.env = child_env(extra_path)
-        # 0600 from its creation: it holds the broker password
+        # 0600 from its creation: it holds the broker password and the intake token
         fd = os.open(self.cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -1,30 +1,51 @@
 """The 114 reference intake (`python -m intake.server`) as a real process on a loopback port, for
 `make run`, the HIL suite and the tests alike: the server picks its port and says it in its first
-line (`listening on http://HOST:PORT`); a token, TLS or a fault mode are extra arguments."""
+line (`listening on http://HOST:PORT`); its clients' tokens are in a 0600 file beside its database,
+never on its command line; TLS or a fault mode are extra arguments."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sys
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .procs import Process
 
+BRIDGE_CLIENT = "bridge"  # the one client an intake has unless told otherwise
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def write_tokens(path: Path, clients: Mapping[str, str]) -> Path:
+    """The intake's tokens file, `client_id token` a line, created 0600 (never readable by others,
+    whatever the umask) and rewritten whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file of another mode is truncated, not recreated
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{client} {token}\n" for client, token in clients.items()))
+    return path
+
 
 class Intake:
-    def __init__(self, db: Path, *, token: str | None = None, args: Sequence[str] = (), log: Path | None = None,
-                 port: int = 0):
-        """db: its SQLite file; token: the bearer token it requires (None: open); log: its output
-        (default: beside the database); port: 0 lets the server pick a free one."""
+    def __init__(self, db: Path, *, clients: Mapping[str, str] | None = None, args: Sequence[str] = (),
+                 log: Path | None = None, port: int = 0):
+        """db: its SQLite file; clients: client id -> bearer token (default: one client, `bridge`, with
+        a fresh token), written to `<db>.tokens`; `token` is the first client's, which the calls below
+        use; log: its output (default: beside the database); port: 0 lets the server pick a free one."""
         self.db = Path(db)
-        self.token = token
+        self.clients = dict(clients) if clients is not None else {BRIDGE_CLIENT: new_token()}
+        self.client, self.token = next(iter(self.clients.items()))
+        self.tokens_path = self.db.with_suffix(".tokens")
         self.log_path = Path(log) if log else self.db.with_suffix(".log")
         cmd = [sys.executable, "-m", "intake.server", "--host", "127.0.0.1", "--port", str(port), "--db",
-               str(self.db), "--quiet", *args]
-        if token:
-            cmd += ["--token", token]
+               str(self.db), "--tokens", str(self.tokens_path), "--quiet", *args]
         self.process = Process(cmd, name="intake", log=self.log_path, ready="listening on ")
         self.url = ""
         self.scheme = "http"
@@ -36,6 +57,7 @@ class Intake:
 
     def start(self, timeout: float = 30.0) -> Intake:
         self.db.parent.mkdir(parents=True, exist_ok=True)
+        write_tokens(self.tokens_path, self.clients)
         line = self.process.start(timeout)
         self.url = line.split("listening on ", 1)[1].strip().rstrip("/")
         self.scheme = self.url.split("://", 1)[0]
@@ -54,9 +76,7 @@ class Intake:
     # -- what a test or the HIL suite asks of it ---------------------------------------------------
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"}
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())

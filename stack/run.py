@@ -87,9 +87,16 @@ class Stack:
             say(f"  broker     mqtts://127.0.0.1:{self.broker.tls_port}  (TLS, certificate from {pki.ca_cert.name})")
 
     def start_intake(self) -> None:
+        # One client, the bridge, with a token made for this run: in the intake's 0600 tokens file and
+        # the bridge's 0600 config, never printed.
         self.intake = Intake(self.dir / "intake.db").start()
         self.intake_url = self.intake.url
         say(f"  114 intake {self.intake_url}/  (reference server: open it in a browser to watch incidents)")
+
+    def _intake(self) -> Intake:  # started by up(); a clear error before that
+        if self.intake is None:
+            raise RuntimeError("the intake is not started")
+        return self.intake
 
     def _broker(self) -> Mosquitto:  # started by up(); a clear error before that
         if self.broker is None:
@@ -98,7 +105,9 @@ class Stack:
 
     def start_bridge(self) -> None:
         mqtt = {"host": "127.0.0.1", "port": self._broker().port, "user": "bridge", "password": self.bridge_pw}
-        self.bridge = Bridge(self.dir, intake_bridge_config("local", self.dir / "bridge.db", mqtt, self.intake_url))
+        intake = self._intake()
+        self.bridge = Bridge(self.dir, intake_bridge_config("local", self.dir / "bridge.db", mqtt, self.intake_url,
+                                                            intake.token))
         self.bridge.register([s["cfg"] for s in self.sites], board=self.board)
         self.bridge.start()
         self.bridge_conf = self.bridge.cfg_path

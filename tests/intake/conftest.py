@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from intake_harness import TOKEN  # noqa: E402
+from intake_harness import CLIENTS, TOKEN  # noqa: E402
 
 from bridge.sinks.intake_json import IntakeJsonSink  # noqa: E402
 from stack.intake import Intake  # noqa: E402
@@ -17,14 +17,14 @@ from stack.intake import Intake  # noqa: E402
 
 @pytest.fixture(scope="module")
 def intake(tmp_path_factory):
-    server = Intake(tmp_path_factory.mktemp("intake") / "intake.db", token=TOKEN)
+    server = Intake(tmp_path_factory.mktemp("intake") / "intake.db", clients=CLIENTS)
     with server:
         yield server
 
 
 @pytest.fixture
 def fresh_intake(tmp_path):
-    server = Intake(tmp_path / "intake.db", token=TOKEN)
+    server = Intake(tmp_path / "intake.db", clients=CLIENTS)
     with server:
         yield server
 

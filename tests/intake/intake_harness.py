@@ -11,7 +11,10 @@ from pathlib import Path
 from bridge.report import Location, Report, Site
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "s3cret-token"
+# Two clients of every test intake, as two bridges (two alarm companies) would be.
+TOKEN = "s3cret-token-of-bridge-a"
+OTHER_TOKEN = "s3cret-token-of-bridge-b"
+CLIENTS = {"bridge-a": TOKEN, "bridge-b": OTHER_TOKEN}
 
 
 def call(port: int, method: str, path: str, body: object = None, headers: dict | None = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from intake_harness import TOKEN, call, make_report
+from intake_harness import CLIENTS, call, make_report
 
 from stack.intake import Intake
 
@@ -66,7 +66,7 @@ def test_a_lost_answer_is_recovered_by_the_retry_with_the_same_incident(fresh_in
 
 
 def test_the_mode_can_be_set_by_flag_at_start(tmp_path, make_sink):
-    with Intake(tmp_path / "intake.db", token=TOKEN, args=("--mode", "fail")) as server:
+    with Intake(tmp_path / "intake.db", clients=CLIENTS, args=("--mode", "fail")) as server:
         status, headers, body = call(server.port, "POST", "/v1/reports", {}, headers={"Idempotency-Key": "k"})
         assert status == 503 and body["error"] == "unavailable" and headers["Retry-After"] == "1"
         status, _, mode = call(server.port, "GET", "/admin/mode", token=None)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import yaml
-from intake_harness import REPO, call, event_id, valid_report_body
+from intake_harness import OTHER_TOKEN, REPO, call, event_id, valid_report_body
 
 from intake import schema
 from intake.faults import MODES
@@ -90,14 +92,20 @@ def test_every_documented_operation_answers_as_documented(intake):
 
 def test_error_answers_have_the_documented_error_shape(intake):
     error_required = required_keys(SPEC["components"]["schemas"]["Error"])
+    _, _, theirs = call(intake.port, "POST", "/v1/reports", valid_report_body(), token=OTHER_TOKEN,
+                        headers={"Idempotency-Key": event_id()})
+    update = {"kind": "cancel", "occurred_at": "2026-11-29T08:30:00Z"}
     cases = [
         ("GET", "/v1/incidents/no-such-incident", None, {}, "404"),
         ("POST", "/v1/reports", {"type": "fire"}, {"Idempotency-Key": event_id()}, "422"),
         ("POST", "/v1/reports", valid_report_body(), {}, "400"),
+        ("GET", f"/v1/incidents/{theirs['incident_id']}", None, {}, "403"),
+        ("POST", f"/v1/incidents/{theirs['incident_id']}/updates", update, {"Idempotency-Key": event_id()}, "403"),
+        ("GET", "/v1/incidents", None, {"Authorization": "Bearer not-a-token-of-anyone"}, "401"),
     ]
     for method, path, body, headers, code in cases:
         status, _, answer = call(intake.port, method, path, body, headers=headers)
-        assert str(status) == code
-        spec_path = "/v1/incidents/{incident_id}" if path.startswith("/v1/incidents/") else path
+        assert str(status) == code, (method, path, answer)
+        spec_path = re.sub(r"^/v1/incidents/[^/]+", "/v1/incidents/{incident_id}", path)
         assert code in SPEC["paths"][spec_path][method.lower()]["responses"]
         assert error_required <= set(answer)

@@ -8,7 +8,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from intake_harness import TOKEN, call, event_id, make_report, valid_report_body
+from intake_harness import CLIENTS, TOKEN, call, event_id, make_report, valid_report_body
 
 from bridge.sinks import build_sink
 from bridge.sinks.intake_json import IntakeJsonSink
@@ -175,10 +175,10 @@ def test_an_unreachable_intake_means_retry(tmp_path):
 def test_incidents_and_idempotency_survive_a_restart(tmp_path, make_sink):
     db = tmp_path / "intake.db"
     alarm = make_report()
-    with Intake(db, token=TOKEN) as server:
+    with Intake(db, clients=CLIENTS) as server:
         first = make_sink(server).send(alarm)
     assert first.status == "accepted"
-    with Intake(db, token=TOKEN) as server:
+    with Intake(db, clients=CLIENTS) as server:
         sink = make_sink(server)
         again = sink.send(alarm)
         assert again.status == "accepted" and again.ref == first.ref and "replay" in again.detail
@@ -199,7 +199,7 @@ def test_https_with_a_ca_file(tmp_path, make_sink):
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
-    with Intake(tmp_path / "intake.db", token=TOKEN, args=("--tls-cert", str(cert), "--tls-key", str(key))) as server:
+    with Intake(tmp_path / "intake.db", clients=CLIENTS, args=("--tls-cert", str(cert), "--tls-key", str(key))) as server:
         assert server.url.startswith("https://")
         accepted = make_sink(server, ca_file=str(cert)).send(make_report())
         assert accepted.status == "accepted" and accepted.ref

@@ -7,9 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
+import yaml
 
 from stack.run import SITES, Stack
 
@@ -42,16 +44,25 @@ def test_press_reaches_intake_with_location_and_address(stack):
     assert ind["state"] == "accepted" and ind["incident"] == acked["incident"]
     assert vb.request("outbox")["ids"] == []
 
-    incident = get(f"{stack.intake_url}/v1/incidents/{acked['incident']}")
+    incident = stack.intake.incident(acked["incident"])
     text = json.dumps(incident, ensure_ascii=False)
     assert site["site"]["address"] in text and site["site"]["building"] in text
     assert str(site["lat"]) in text and str(site["lon"]) in text
     assert "ld-market-01" in text
 
     # the other board's site is not mixed in, and the intake holds exactly one incident
-    listing = get(f"{stack.intake_url}/v1/incidents")
-    items = listing.get("incidents", listing.get("items", listing))
-    assert len(items) == 1
+    assert len(stack.intake.incidents()) == 1 and incident["client"] == stack.intake.client
+
+    # the bridge is the intake's client by a token of its own, in two 0600 files; no token, no answer
+    intake = stack.intake
+    assert intake.tokens_path.parent == stack.dir and intake.tokens_path.stat().st_mode & 0o777 == 0o600
+    assert intake.tokens_path.read_text().split() == [intake.client, intake.token]
+    sink = yaml.safe_load(stack.bridge.cfg_path.read_text())["sinks"][0]
+    assert sink["token"] == intake.token
+    assert stack.bridge.cfg_path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get(f"{stack.intake_url}/v1/incidents")
+    assert refused.value.code == 401
 
 
 def test_a_reflashed_board_counts_from_one_again_and_its_alarm_reaches_114(stack):
@@ -94,6 +105,7 @@ def test_make_press_presses_holds_and_knows_when_nothing_runs(tmp_path, capsys):
         assert press(s.dir, "1", 100) == 0
         out = capsys.readouterr().out
         assert f"pressed {dev} for 0.1 s: alarm {dev}-" in out and s.intake_url in out
+        assert s.intake.token not in out  # what `make run` printed, too
         assert press(s.dir, dev, 3500) == 0  # a long hold within the cancel window cancels it
         assert f"pressed {dev} for 3.5 s: cancel {dev}-" in capsys.readouterr().out
         assert press(s.dir, "nobody", 100) == 2 and "unknown device 'nobody'" in capsys.readouterr().out
