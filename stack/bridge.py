@@ -29,16 +29,17 @@ def bridge_config(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 
 
 def intake_bridge_config(bridge_id: str, db: Path, mqtt: dict[str, Any], intake_url: str, intake_token: str,
-                         **overrides: Any) -> dict[str, Any]:
-    """A bridge delivering to the 114 intake at `intake_url` as the client holding `intake_token`,
-    whose acceptance the devices see as their `accepted` stage (the local system of `make run` and the
-    HIL suite)."""
+                         intake_client: str, **overrides: Any) -> dict[str, Any]:
+    """A bridge delivering to the 114 intake at `intake_url` as its client `intake_client`, which holds
+    `intake_token`, whose acceptance the devices see as their `accepted` stage (the local system of
+    `make run` and the HIL suite)."""
     return bridge_config({
         "bridge_id": bridge_id,
         "db": str(db),
         "mqtt": mqtt,
         "metrics": {"host": "127.0.0.1", "port": 0},
-        "sinks": [{"name": "intake114", "type": "intake-json", "url": intake_url, "token": intake_token}],
+        "sinks": [{"name": "intake114", "type": "intake-json", "url": intake_url, "token": intake_token,
+                   "client": intake_client}],
         "accepted_from": "intake114",
     }, **overrides)
 

@@ -107,7 +107,7 @@ class Stack:
         mqtt = {"host": "127.0.0.1", "port": self._broker().port, "user": "bridge", "password": self.bridge_pw}
         intake = self._intake()
         self.bridge = Bridge(self.dir, intake_bridge_config("local", self.dir / "bridge.db", mqtt, self.intake_url,
-                                                            intake.token))
+                                                            intake.token, intake.client))
         self.bridge.register([s["cfg"] for s in self.sites], board=self.board)
         self.bridge.start()
         self.bridge_conf = self.bridge.cfg_path

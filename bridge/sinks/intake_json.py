@@ -12,6 +12,12 @@ Which call a Report becomes:
 
 Idempotency-Key is always the device's event id, so every retry (after a timeout, a crash, a restart)
 is answered with the incident the first attempt created.
+
+A `409` says the key was used before with another body (the site record changed between two attempts,
+say). The sink then fetches the incident the 409 names: when it holds this very event (this key, this
+device) and is this client's, the event is at 114 and the answer is `accepted` with that incident;
+anything else (another client's incident, one that holds no such event, none named) is `refused` with
+the reason, which the bridge shows the operator as a delivery fault.
 """
 
 from __future__ import annotations
@@ -105,9 +111,26 @@ def update_body(report: Report) -> dict:
     return body
 
 
+def _holds(incident: dict, key: str, device_id: str) -> bool:
+    """Whether the intake's incident holds the event `key` of `device_id`: as the report that opened
+    it, or as one of its updates."""
+    if incident.get("idempotency_key") == key and incident.get("device_id") == device_id:
+        return True
+    updates = incident.get("updates")
+    for u in updates if isinstance(updates, list) else ():
+        if isinstance(u, dict) and u.get("idempotency_key") == key:
+            body = u.get("body")
+            reporter = body.get("reporter") if isinstance(body, dict) else None
+            device = reporter.get("device_id") if isinstance(reporter, dict) else incident.get("device_id")
+            return device == device_id
+    return False
+
+
 class IntakeJsonSink:
     def __init__(self, name: str, url: str, token: str | None = None, timeout_s: float = 5,
-                 ca_file: str | None = None, incident_type: str = "fire") -> None:
+                 ca_file: str | None = None, incident_type: str = "fire", client: str | None = None) -> None:
+        """token: this bridge's bearer token at the intake; client: the client id the intake knows that
+        token by (optional: when given, an incident named by a 409 must carry it to be ours)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"intake url must be http(s)://host[:port][/prefix], got {url!r}")
@@ -116,6 +139,7 @@ class IntakeJsonSink:
         self.name = name
         self.url = url
         self.incident_type = incident_type
+        self.client = client
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
@@ -148,18 +172,24 @@ class IntakeJsonSink:
                     path = f"/v1/incidents/{quote(report.incident_id, safe='')}/updates"
                     status, body = self._post(path, report.event_id, update_body(report))
                     if status != 404 or body.get("error") != "unknown_incident":
-                        return self._outcome(status, body)
+                        return self._outcome(report, status, body)
                 payload = report_body(report, self.incident_type, with_references=True)
             else:
                 payload = report_body(report, self.incident_type)
             status, body = self._post("/v1/reports", report.event_id, payload)
-            return self._outcome(status, body, "test_id" if report.type == "test" else "incident_id")
+            return self._outcome(report, status, body, "test_id" if report.type == "test" else "incident_id")
 
-    def _outcome(self, status: int, body: dict, ref_key: str = "incident_id") -> Outcome:
+    def _outcome(self, report: Report, status: int, body: dict, ref_key: str = "incident_id") -> Outcome:
         """ref_key: what names the result: the incident, or for a test message its test id."""
         if status < 0:
             return Outcome.retry(body["message"])
         message = body.get("message") or body.get("error") or ""
+        if status == 409 and body.get("error") == "idempotency_conflict":
+            return self._conflict(report, body)
+        if status == 403 and body.get("error") == "not_your_incident":
+            return Outcome.refused(f"{self.name}: HTTP 403: incident {report.incident_id} was reported by another "
+                                   "client of the intake, so this bridge's token may not update it (was the token "
+                                   f"replaced by another client's?): {message}")
         if 200 <= status < 300:
             replay = " (replay)" if status == 200 else ""
             inc = body.get(ref_key)
@@ -171,6 +201,34 @@ class IntakeJsonSink:
         if status >= 500 or status in RETRY_STATUSES:
             return Outcome.retry(detail)
         return Outcome.refused(detail)
+
+    def _conflict(self, report: Report, body: dict) -> Outcome:
+        """A 409: the event's key was used before with another body. Accepted only when the incident it
+        names is ours and holds this very event; never a silent failure otherwise."""
+        key = report.event_id
+        head = f"{self.name}: HTTP 409: event {key} was sent before with another body"
+        inc = body.get("incident_id")
+        if inc is None:
+            what = "as a test message" if "test_id" in body else "and the intake names no incident for it"
+            return Outcome.refused(f"{head}, {what}: there is no incident to match it with")
+        if not valid_incident(inc):
+            return Outcome.refused(f"{head}; the incident id the intake names cannot be passed on "
+                                   f"(want 1-{MAX_INCIDENT} printable characters): {str(inc)[:80]!r}")
+        status, got = self._request("GET", f"/v1/incidents/{quote(inc, safe='')}")
+        if status < 0 or status >= 500 or status in RETRY_STATUSES:  # judged at the next attempt
+            why = got.get("message") or f"HTTP {status}"
+            return Outcome.retry(f"{head}; incident {inc} could not be fetched to match it: {why}")
+        if status == 403 or (status == 200 and self.client is not None and got.get("client") != self.client):
+            return Outcome.refused(f"{head}, and the intake names incident {inc}, which another client of the "
+                                   "intake reported: this event is not at 114 as this bridge's")
+        if status != 200:
+            why = got.get("message") or got.get("error") or ""
+            return Outcome.refused(f"{head}; incident {inc} it names could not be fetched: HTTP {status}: {why}"
+                                   .rstrip(": "))
+        if got.get("incident_id") != inc or not _holds(got, key, report.device_id):
+            return Outcome.refused(f"{head}; incident {inc} it names holds no event {key} of {report.device_id}: "
+                                   "it cannot be matched")
+        return Outcome.accepted(inc, f"HTTP 409: the intake has this event, from an earlier body, as {inc}")
 
     # -- transport ---------------------------------------------------------------------------------
 
@@ -190,20 +248,26 @@ class IntakeJsonSink:
         self._conn = None
 
     def _post(self, path: str, key: str, payload: dict) -> tuple[int, dict]:
-        """POST once (once more on a stale keep-alive connection). Status -1 means no answer."""
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = dict(self._headers, **{"Idempotency-Key": key})
+        return self._request("POST", path, data, {"Idempotency-Key": key})
+
+    def _request(self, method: str, path: str, data: bytes | None = None,
+                 extra: dict | None = None) -> tuple[int, dict]:
+        """One request (once more on a stale keep-alive connection). Status -1 means no answer."""
+        headers = dict(self._headers, **(extra or {}))
+        if data is None:
+            headers.pop("Content-Type", None)
         for attempt in (1, 2):
             conn = self._connect()
             reused = self._used
             try:
-                conn.request("POST", self._prefix + path, body=data, headers=headers)
+                conn.request(method, self._prefix + path, body=data, headers=headers)
                 resp = conn.getresponse()
                 raw = resp.read()
             except _STALE as e:
                 self._drop()
                 if reused and attempt == 1:
-                    continue  # safe to send again: the key makes a repeat harmless
+                    continue  # safe to send again: the key makes a repeat harmless, and a GET changes nothing
                 return -1, {"message": f"{self.name}: connection closed without an answer: {e!r}"}
             except TimeoutError:
                 self._drop()

@@ -127,7 +127,8 @@ class Bench:
         self.intake = Intake(self.workdir / "intake" / "intake.db").start()
         mqtt = {"host": host, "port": bport, "user": bridge_user, "password": bridge_pw, "keepalive": 10}
         self.bridge = Bridge(self.workdir / "bridge", intake_bridge_config(
-            "hil", self.workdir / "bridge" / "bridge.db", mqtt, self.intake.url, self.intake.token, health_s=5,
+            "hil", self.workdir / "bridge" / "bridge.db", mqtt, self.intake.url, self.intake.token,
+            self.intake.client, health_s=5,
             # short, so a refusing intake ends in `failed` quickly
             delivery={"max_age_s": 6.0, "backoff_initial_s": 0.2, "backoff_max_s": 1.0, "jitter": 0.2}))
         self.bridge.register(cfgs, board=EMULATED_BOARD if self.emulated else None)

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
+import sqlite3
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from intake_harness import CLIENTS, TOKEN, call, event_id, make_report, valid_report_body
+from intake_harness import CLIENTS, OTHER_TOKEN, TOKEN, call, event_id, make_report, valid_report_body
 
 from bridge.sinks import build_sink
-from bridge.sinks.intake_json import IntakeJsonSink
+from bridge.sinks.intake_json import IntakeJsonSink, report_body
+from bridge.stages.deliver import DeliveryPolicy, after_send
 from stack.intake import Intake
 from stack.ports import free_port
 
 
-def incident(server, incident_id: str) -> dict:
-    status, _, body = call(server.port, "GET", f"/v1/incidents/{incident_id}")
+def incident(server, incident_id: str, token: str = TOKEN) -> dict:
+    status, _, body = call(server.port, "GET", f"/v1/incidents/{incident_id}", token=token)
     assert status == 200, body
     return body
 
@@ -61,14 +64,74 @@ def test_a_retried_report_gets_the_same_incident_and_no_duplicate(intake, make_s
     assert [i["incident_id"] for i in listing["incidents"]].count(first.ref) == 1
 
 
-def test_the_same_event_id_with_another_body_is_refused_as_a_conflict(intake, make_sink):
+def failed_with(outcome) -> str:
+    """What the bridge makes of a sink's outcome on a first attempt: the operator's fault reason when
+    it is `failed` (bridge/workers/delivery.py raises the `delivery` fault with it), else ""."""
+    d = after_send(outcome, 0, 1000.0, 1000.0, DeliveryPolicy(), "intake-test")
+    return d.why if d.state == "failed" and d.stage == "failed" else ""
+
+
+def test_an_event_at_114_sent_again_with_another_body_is_accepted_as_its_incident(intake, make_sink):
+    # The site's surveyed location was corrected between two attempts: the same event, another body.
     sink = make_sink(intake)
     report = make_report()
-    assert sink.send(report).status == "accepted"
-    changed = make_report(event_id=report.event_id, cause="heat")
-    outcome = sink.send(changed)
+    opened = sink.send(report)
+    moved = dataclasses.replace(report, location=dataclasses.replace(report.location, lat=21.0291))
+    status, _, answer = call(intake.port, "POST", "/v1/reports", report_body(moved),
+                             headers={"Idempotency-Key": report.event_id})
+    assert status == 409 and answer["incident_id"] == opened.ref  # what the sink meets
+    outcome = sink.send(moved)
+    assert outcome.status == "accepted" and outcome.ref == opened.ref and "409" in outcome.detail
+    # an update sent again with another body is its incident's too, and nothing is recorded twice
+    cancel = make_report(type="cancel", references=report.event_id, incident_id=opened.ref)
+    assert sink.send(cancel).ref == opened.ref
+    again = sink.send(dataclasses.replace(cancel, readings={"t": 30.5}))
+    assert again.status == "accepted" and again.ref == opened.ref and "409" in again.detail
+    got = incident(intake, opened.ref)
+    assert len(got["updates"]) == 1 and got["location"]["lat"] == report.location.lat
+
+
+def test_a_conflict_on_an_incident_without_this_event_is_a_failure_with_the_reason(intake, make_sink):
+    # Another device under the same event id (a device configured with another's id): the key's incident
+    # is this client's, but it holds no event of this device.
+    sink = make_sink(intake)
+    report = make_report()
+    opened = sink.send(report)
+    outcome = sink.send(dataclasses.replace(report, device_id="hn-a-0009"))
+    assert outcome.status == "refused" and outcome.ref is None
+    why = failed_with(outcome)
+    assert "409" in why and opened.ref in why and "holds no event" in why and "cannot be matched" in why
+
+
+def test_a_conflict_naming_another_clients_incident_is_a_failure_with_the_reason(tmp_path, make_sink):
+    db = tmp_path / "intake.db"
+    with Intake(db, clients=CLIENTS) as server:
+        theirs = make_sink(server, token=OTHER_TOKEN).send(make_report())
+    # A store in which a key of ours names their incident: how an intake scoping keys wrongly answers.
+    ours = make_report()
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("INSERT INTO idempotency (client, key, scope, body_hash, incident_id, response, created_at)"
+                    " VALUES ('bridge-a', ?, 'report', 'another body', ?, ?, '2026-11-29T08:30:00Z')",
+                    (ours.event_id, theirs.ref, json.dumps({"incident_id": theirs.ref})))
+    con.close()
+    with Intake(db, clients=CLIENTS) as server:
+        outcome = make_sink(server).send(ours)
+        assert incident(server, theirs.ref, OTHER_TOKEN)["updates"] == []
+    assert outcome.status == "refused" and outcome.ref is None
+    why = failed_with(outcome)
+    assert "409" in why and theirs.ref in why and "another client" in why
+
+
+def test_an_update_of_another_clients_incident_is_a_failure_with_the_reason(intake, make_sink):
+    alarm = make_report()
+    theirs = make_sink(intake, token=OTHER_TOKEN).send(alarm)
+    cancel = make_report(type="cancel", references=alarm.event_id, incident_id=theirs.ref)
+    outcome = make_sink(intake).send(cancel)
     assert outcome.status == "refused"
-    assert "409" in outcome.detail and "Idempotency-Key" in outcome.detail
+    why = failed_with(outcome)
+    assert "403" in why and theirs.ref in why and "another client" in why
+    assert incident(intake, theirs.ref, OTHER_TOKEN)["status"] == "open"
 
 
 def test_missing_or_wrong_token_is_refused_with_401(intake, make_sink):

@@ -58,7 +58,7 @@ def test_press_reaches_intake_with_location_and_address(stack):
     assert intake.tokens_path.parent == stack.dir and intake.tokens_path.stat().st_mode & 0o777 == 0o600
     assert intake.tokens_path.read_text().split() == [intake.client, intake.token]
     sink = yaml.safe_load(stack.bridge.cfg_path.read_text())["sinks"][0]
-    assert sink["token"] == intake.token
+    assert (sink["token"], sink["client"]) == (intake.token, intake.client)
     assert stack.bridge.cfg_path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(urllib.error.HTTPError) as refused:
         get(f"{stack.intake_url}/v1/incidents")
