@@ -1,12 +1,14 @@
 """Every number and string the bridge takes has a range (docs/protocol.md section 11): past one, a body
 is refused with a reason and counted, never a database error. The rules themselves are tested field by
 field on both interpreters in tests/core/test_ranges.py; here: the bridge's own reading of telemetry and
-status, the writers that only see what passed, and a real bridge and broker."""
+status, the writers that only see what passed, the table in the docs, and a real bridge and broker."""
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 from bridge_harness import metric, wait_for
@@ -14,10 +16,11 @@ from bridge_harness import metric, wait_for
 from bridge import db
 from bridge.stages.parse import read_status, read_telemetry
 from bridge.workers.supervision import apply_birth, apply_telemetry
-from firmware import protocol
+from firmware import protocol, protocol_host
 from firmware.protocol import Refused
 from stack.ports import free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 DEV = "hn-t-0001"
 BIG = "1" + "0" * 30  # 10**30: past SQLite's 64-bit integers
 # what the store writer or a delivery worker says when a value reached it that it cannot take
@@ -100,6 +103,19 @@ def test_the_writers_never_meet_a_value_sqlite_cannot_take(tmp_path):
     assert (row["fw"], row["boot"]) == ("0.1.0", 3)  # kept, not overwritten with junk
     assert (row["rssi"], row["heap_free"], row["outbox"], row["batt_pct"], row["batt_v"]) == (None,) * 5
     conn.close()
+
+
+def test_the_docs_table_is_the_code():
+    """docs/protocol.md section 11 spells each bound as `NAME` = value; the value is the constant's."""
+    doc = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## 11. Ranges"):]
+    spelled = dict(re.findall(r"`([A-Z][A-Z_0-9]+)` = (-?[0-9][0-9.e+]*)", section))
+    want = ("CTR_MAX", "TS_MAX", "UP_MAX", "BOOT_MAX", "AGE_MAX", "ACC_MAX", "HEAP_MAX", "RSSI_MIN", "RSSI_MAX",
+            "BATT_V_MAX", "OUTBOX_MAX", "NUM_MAX", "MAX_TEXT", "MAX_KEY", "MAX_NAME", "MAX_CAUSE", "DATA_DEPTH",
+            "DATA_KEYS", "DATA_ITEMS", "ID_MIN", "ID_MAX", "MAX_PAYLOAD")
+    assert sorted(spelled) == sorted(want), "the table and the list here name the same constants"
+    for name, value in spelled.items():
+        assert (float(value) if "e" in value or "." in value else int(value)) == getattr(protocol_host, name), name
 
 
 def _signed(sim, body: dict, **raw: str) -> bytes:
