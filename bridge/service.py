@@ -26,7 +26,7 @@ from .stages.ack import ack_frame, ack_topic
 from .stages.authenticate import DUPLICATE, FORGOTTEN, LATE, NEW
 from .stages.deliver import DeliveryPolicy
 from .stages.enrich import LocationPolicy
-from .stages.parse import read_object
+from .stages.parse import read_status, read_telemetry
 from .stages.verify import VerifyPolicy
 from .storage import StateFile, StorageHealth, state_file_path
 from .workers.callouts import CalloutWorker, open_callout
@@ -227,7 +227,7 @@ class Bridge:
             return
         if kind == "telemetry":
             try:
-                body = read_object(msg.payload, self.max_payload)
+                body = read_telemetry(msg.payload, dev, self.max_payload)
             except Refused as r:
                 self._reject(r, dev, msg, cls=d.supervision)
                 return
@@ -249,9 +249,10 @@ class Bridge:
             self.link.settle_now(msg)
 
     def _status(self, dev: str, payload: bytes, now: float, live: bool) -> None:
-        """A status payload; Refused when it is not a JSON object (a retained one is only skipped)."""
+        """A status payload; Refused when it is not a valid status body (a retained one is only skipped:
+        it was judged when it was live)."""
         try:
-            s = read_object(payload, self.max_payload)
+            s = read_status(payload, dev, self.max_payload)
         except Refused:
             if live:
                 raise

@@ -79,7 +79,32 @@ MAX_INCIDENT = 64  # characters of a 114 incident id the bridge passes on to a d
 def valid_incident(s):
     """An incident id from the 114 side that may go into an ack: 1..MAX_INCIDENT printable ASCII."""
     return isinstance(s, str) and 0 < len(s) <= MAX_INCIDENT and all(" " < c <= "~" for c in s)
-CTR_MAX = (1 << 63) - 1
+
+
+# -- ranges: every number and string a receiver takes (docs/protocol.md section 11) -------------
+# Each bound sits well beyond what any device sends and within what the bridge's database (64-bit
+# integers) and its sinks' dates and JSON can hold, so that a value past one is a refusal with a
+# reason here, never an error further on. The table in docs/protocol.md lists these.
+CTR_MAX = (1 << 63) - 1  # an event counter: SQLite's largest integer
+TS_MAX = (1 << 32) - 1  # Unix seconds: 2106-02-07, a date every sink can write
+UP_MAX = 1 << 40  # milliseconds of uptime: 34 years
+BOOT_MAX = (1 << 32) - 1  # boots: a 32-bit counter
+AGE_MAX = (1 << 32) - 1  # seconds since a GPS fix
+ACC_MAX = 20000000  # metres of accuracy: half the Earth's circumference
+HEAP_MAX = (1 << 32) - 1  # bytes of heap: a 32-bit address space
+RSSI_MIN, RSSI_MAX = -128, 127  # dBm: a radio reports a signed byte
+BATT_V_MAX = 60  # volts: no cell or pack of these devices comes near it
+OUTBOX_MAX = 65535  # events waiting on the device: more files than its flash holds
+NUM_MAX = 1e15  # any other number (readings, evidence): exact as a double, beyond any sensor
+MAX_TEXT = 500  # characters of a string inside `data` (a fault's detail) or telemetry readings
+MAX_KEY = 32  # characters of a key inside `data` or `r`
+MAX_NAME = 32  # characters of a firmware version or a board name
+DATA_DEPTH = 4  # nested objects and lists, `data` itself the first (`hist` is a list of lists)
+DATA_KEYS = 32  # keys of one object inside `data` or `r`
+DATA_ITEMS = 64  # items of one list inside `data` or `r`
+WORD_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"  # a cancel's cause, keys
+NAME_CHARS = WORD_CHARS + ".+"  # firmware versions ("0.1.0+g1a2b"), board names
+DIGITS = "0123456789"
 
 
 # -- broker ACL ---------------------------------------------------------------------------------
@@ -103,7 +128,7 @@ def acl_watcher():
     return ["topic read " + ALL]
 
 
-# -- event bodies ---------------------------------------------------------------------------------
+# -- field rules ----------------------------------------------------------------------------------
 def _int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -125,16 +150,111 @@ def _get(obj, key):
     return obj[key] if key in obj else None
 
 
-def check_event(ev, dev=None):
-    """An authentic event body (dict) against section 4; Refused with the reason otherwise.
-    dev: the device id of the p.topic it came on, which the body must name."""
-    v = _get(ev, "v")
+def _range(obj, key, lo, hi, num=False, null=False, need=True, name=None):
+    """obj[key]: an int (any number when num) within lo..hi, or null when allowed; when absent,
+    missing-field if needed, else None. NaN and the infinities fail every comparison, so no bound
+    lets them through."""
+    if key not in obj:
+        if need:
+            raise p.Refused("missing-field", name or key)
+        return None
+    v = obj[key]
+    if (v is None and null) or ((_num(v) if num else _int(v)) and lo <= v <= hi):
+        return v
+    raise p.Refused("bad-field", "%s must be %s%s %s..%s" % (
+        name or key, "null or " if null else "", "a number" if num else "an int", lo, hi))
+
+
+def _chars_in(s, chars):
+    for c in s:
+        if c not in chars:
+            return False
+    return True
+
+
+def valid_word(s, most=MAX_KEY, chars=WORD_CHARS):
+    """1..most characters of `chars` (letters, digits, "_", "-" unless told)."""
+    return isinstance(s, str) and 0 < len(s) <= most and _chars_in(s, chars)
+
+
+def valid_text(s, most=MAX_TEXT):
+    """At most `most` characters, none a control character or half of a surrogate pair: what a log
+    line, a database and an XML document all take (any script: a detail may be in Vietnamese)."""
+    if not isinstance(s, str) or len(s) > most:
+        return False
+    for c in s:
+        o = ord(c)
+        if o < 32 or 127 <= o < 160 or 0xD800 <= o < 0xE000:
+            return False
+    return True
+
+
+def valid_event_id(s, dev):
+    """An event id of device `dev`: <dev>-[<epoch>-]<counter, 8 to 19 digits, at most CTR_MAX>."""
+    if not isinstance(s, str) or not s.startswith(dev + "-"):
+        return False
+    rest = s[len(dev) + 1:]
+    if len(rest) > 9 and rest[8] == "-" and p.valid_epoch(rest[:8]):
+        rest = rest[9:]
+    return 8 <= len(rest) <= 19 and _chars_in(rest, DIGITS) and int(rest) <= CTR_MAX
+
+
+def tree_fault(v, depth=0):
+    """What is wrong with a free-form value (an event's `data`, telemetry's `r`), or None: objects
+    of at most DATA_KEYS word keys, lists of at most DATA_ITEMS, DATA_DEPTH levels of them, and
+    leaves null, true/false, a number within +-NUM_MAX or a text (valid_text)."""
+    if v is None or isinstance(v, bool):
+        return None
+    if _num(v):
+        return None if -NUM_MAX <= v <= NUM_MAX else "a number beyond +-%s" % NUM_MAX
+    if isinstance(v, str):
+        return None if valid_text(v) else "a string over %d characters or with a control character" % MAX_TEXT
+    if not isinstance(v, (dict, list)):
+        return "a value that is not JSON"
+    if depth >= DATA_DEPTH:
+        return "nested deeper than %d levels" % DATA_DEPTH
+    if isinstance(v, list):
+        if len(v) > DATA_ITEMS:
+            return "a list of over %d items" % DATA_ITEMS
+        items = v
+    else:
+        if len(v) > DATA_KEYS:
+            return "an object of over %d keys" % DATA_KEYS
+        for k in v:
+            if not valid_word(k):
+                return "a key that is not 1..%d letters, digits, _ or -" % MAX_KEY
+        items = list(v.values())  # at most DATA_KEYS
+    for x in items:
+        why = tree_fault(x, depth + 1)
+        if why:
+            return why
+    return None
+
+
+def _tree(obj, key):
+    v = _get(obj, key)
+    _need(obj, key, isinstance(v, dict), "an object")
+    why = tree_fault(v)
+    if why:
+        raise p.Refused("bad-field", key + ": " + why)
+    return v
+
+
+def _version(obj):
+    v = _get(obj, "v")
     if not _int(v) or v != p.VERSION:
         raise p.Refused("bad-version", repr(v)[:20])
+
+
+# -- event bodies ---------------------------------------------------------------------------------
+def check_event(ev, dev=None):
+    """An authentic event body (dict) against section 4, every field within its range (section 11);
+    Refused with the reason otherwise. dev: the device id of the topic it came on, which the body must
+    name. Fields it does not know are left alone (the bridge stores the body as it came)."""
+    _version(ev)
     d = _get(ev, "dev")
     _need(ev, "dev", valid_id(d), "a device id")
-    ctr = _get(ev, "ctr")
-    _need(ev, "ctr", _int(ctr) and 0 <= ctr <= CTR_MAX, "a non-negative int")
+    ctr = _range(ev, "ctr", 0, CTR_MAX)
     ep = _get(ev, "ep")
     if "ep" in ev:
         _need(ev, "ep", p.valid_epoch(ep), "%d lower-case hex digits" % p.EPOCH_LEN)
@@ -147,34 +267,81 @@ def check_event(ev, dev=None):
     _need(ev, "type", t in p.TYPES, "an event type")
     c = _get(ev, "cause")
     if t == "cancel":
-        _need(ev, "cause", isinstance(c, str) and 0 < len(c) <= MAX_CAUSE, "a short string")
+        _need(ev, "cause", valid_word(c, MAX_CAUSE), "a word of 1..%d letters, digits, _ or -" % MAX_CAUSE)
     else:
         _need(ev, "cause", isinstance(c, str) and c in CAUSES[t], "a " + t + " cause")
-    ts = _get(ev, "ts")
-    _need(ev, "ts", ts is None or (_int(ts) and ts >= 0), "int or null")
-    for k in ("up", "boot"):
-        x = _get(ev, k)
-        _need(ev, k, _int(x) and x >= 0, "a non-negative int")
+    _range(ev, "ts", 0, TS_MAX, null=True)
+    _range(ev, "up", 0, UP_MAX)
+    _range(ev, "boot", 0, BOOT_MAX)
     loc = _get(ev, "loc")
     _need(ev, "loc", isinstance(loc, dict), "an object")
-    x = _get(loc, "lat")
-    _need(loc, "lat", _num(x) and -90 <= x <= 90, "latitude")
-    x = _get(loc, "lon")
-    _need(loc, "lon", _num(x) and -180 <= x <= 180, "longitude")
-    x = _get(loc, "acc")
-    _need(loc, "acc", _num(x) and x >= 0, "metres >= 0")
+    _range(loc, "lat", -90, 90, num=True, name="loc.lat")
+    _range(loc, "lon", -180, 180, num=True, name="loc.lon")
+    _range(loc, "acc", 0, ACC_MAX, num=True, name="loc.acc")
     _need(loc, "src", _get(loc, "src") in LOC_SOURCES, "gps or fixed")
-    x = _get(loc, "age")
-    _need(loc, "age", _int(x) and x >= 0, "seconds >= 0")
-    _need(ev, "data", isinstance(_get(ev, "data"), dict), "an object")
+    _range(loc, "age", 0, AGE_MAX, name="loc.age")
+    _tree(ev, "data")
     if t == "cancel" or "ref" in ev:
         ref = _get(ev, "ref")
-        _need(ev, "ref", isinstance(ref, str) and ref.startswith(d + "-"), "an event id of this device")
+        _need(ev, "ref", valid_event_id(ref, d), "an event id of this device")
         if ref == eid:
             raise p.Refused("bad-field", "ref must name another event")
     if dev is not None and d != dev:
         raise p.Refused("device-mismatch")
     return ev
+
+
+# -- telemetry and status (unsigned: the broker vouches for the sender) ------------------------------
+# `v` is needed; every other field the bridge knows is checked when present (a device may leave one
+# out: a board without a battery has none to report), and fields it does not know are ignored, so a
+# v1 device may add one. The bridge writes only what passed.
+STATES = ("online", "offline")
+
+
+def _dev(obj, dev):
+    if "dev" in obj:
+        _need(obj, "dev", valid_id(obj["dev"]), "a device id")
+        if dev is not None and obj["dev"] != dev:
+            raise p.Refused("device-mismatch")
+
+
+def _name(obj, key):
+    if key in obj and not valid_word(obj[key], MAX_NAME, NAME_CHARS):
+        raise p.Refused("bad-field", "%s must be 1..%d letters, digits or ._+-" % (key, MAX_NAME))
+
+
+def check_telemetry(t, dev=None):
+    """A telemetry body (section 6) -> t, every known field within its range; Refused otherwise."""
+    _version(t)
+    _dev(t, dev)
+    _range(t, "up", 0, UP_MAX, need=False)
+    _range(t, "ts", 0, TS_MAX, null=True, need=False)
+    _range(t, "boot", 0, BOOT_MAX, need=False)
+    _range(t, "heap_free", 0, HEAP_MAX, need=False)
+    _range(t, "heap_peak", 0, HEAP_MAX, need=False)
+    _range(t, "rssi", RSSI_MIN, RSSI_MAX, null=True, need=False)
+    _range(t, "outbox", 0, OUTBOX_MAX, need=False)
+    b = _get(t, "batt")
+    if b is not None:
+        _need(t, "batt", isinstance(b, dict), "null or an object")
+        _range(b, "v", 0, BATT_V_MAX, num=True, need=False, name="batt.v")
+        _range(b, "pct", 0, 100, num=True, need=False, name="batt.pct")
+    if "r" in t:
+        _tree(t, "r")
+    return t
+
+
+def check_status(s, dev=None):
+    """A status body (section 5): the birth or the last will -> s; Refused otherwise."""
+    _version(s)
+    _dev(s, dev)
+    _need(s, "state", _get(s, "state") in STATES, "online or offline")
+    _name(s, "fw")
+    _name(s, "board")
+    _range(s, "boot", 0, BOOT_MAX, need=False)
+    _range(s, "up", 0, UP_MAX, need=False)
+    _range(s, "ts", 0, TS_MAX, null=True, need=False)
+    return s
 
 
 # -- acks and commands (bridge -> device) ---------------------------------------------------

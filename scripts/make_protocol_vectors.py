@@ -94,6 +94,10 @@ def events() -> list:
         ("alarm-with-install-epoch", ev(A, 1, "alarm", "button", ep=EP, id=f"{A}-{EP}-00000001")),
         ("cancel-with-install-epoch", ev(A, 2, "cancel", "button", ref=f"{A}-{EP}-00000001", ep=EP,
                                          id=f"{A}-{EP}-00000002")),
+        # Every range at its upper end (docs/protocol.md section 11) is still taken.
+        ("event-at-every-upper-bound", ev(A, 2**63 - 1, "fault", "config", dict(FIXED, acc=20000000, age=2**32 - 1),
+                                          {"detail": "x" * 500, "a": {"b": {"c": {}}}, "hist": list(range(64))},
+                                          ts=2**32 - 1, up=2**40, boot=2**32 - 1)),
     ]
     for name, e in good:
         out.append(frame_vector(name, "event", e["dev"], sign(KEYS[e["dev"]], body(e)), ok_event(e)))
@@ -125,6 +129,15 @@ def events() -> list:
                      sign(KEYS[A], raw.replace(b'"data":{}', b'"data":{"t":NaN}')), refused("bad-json")),
         frame_vector("refused-not-utf8", "event", A, sign(KEYS[A], raw.replace(b"button", b"bu\xfftton")),
                      refused("bad-json")),
+        # JSON a dict cannot be dumped as: 1e999 reads as infinity, 10**30 is past 64 bits, a lone surrogate
+        frame_vector("refused-accuracy-1e999", "event", A, sign(KEYS[A], raw.replace(b'"acc":15', b'"acc":1e999')),
+                     refused("bad-field")),
+        frame_vector("refused-data-number-1e999", "event", A,
+                     sign(KEYS[A], raw.replace(b'"data":{}', b'"data":{"t":1e999}')), refused("bad-field")),
+        frame_vector("refused-ts-past-64-bits", "event", A,
+                     sign(KEYS[A], raw.replace(b'"ts":1764412345', b'"ts":1' + b"0" * 30)), refused("bad-field")),
+        frame_vector("refused-data-lone-surrogate", "event", A,
+                     sign(KEYS[A], raw.replace(b'"data":{}', b'"data":{"detail":"\\ud800"}')), refused("bad-field")),
     ]
     bad_bodies = [
         ("refused-version-2", ev(A, 24, "alarm", "button", v=2), "bad-version"),
@@ -150,6 +163,18 @@ def events() -> list:
         ("refused-epoch-not-in-id", ev(A, 3, "alarm", "button", ep=EP), "bad-field"),
         ("refused-id-with-another-epoch", ev(A, 3, "alarm", "button", ep=EP, id=f"{A}-00c0ffee-00000003"),
          "bad-field"),
+        # just past a range (docs/protocol.md section 11)
+        ("refused-ts-past-2106", ev(A, 36, "alarm", "button", ts=2**32), "bad-field"),
+        ("refused-uptime-past-2-40-ms", ev(A, 37, "alarm", "button", up=2**40 + 1), "bad-field"),
+        ("refused-boot-past-32-bits", ev(A, 38, "alarm", "button", boot=2**32), "bad-field"),
+        ("refused-accuracy-past-half-the-earth", ev(A, 39, "alarm", "button", loc=dict(FIXED, acc=20000001)),
+         "bad-field"),
+        ("refused-cancel-cause-not-a-word", ev(A, 40, "cancel", "long hold", ref=f"{A}-00000017"), "bad-field"),
+        ("refused-ref-not-an-event-id", ev(A, 41, "cancel", "button", ref=f"{A}-x"), "bad-field"),
+        ("refused-data-too-deep", ev(A, 42, "alarm", "button", data={"a": {"b": {"c": {"d": {}}}}}), "bad-field"),
+        ("refused-data-list-too-long", ev(A, 43, "alarm", "button", data={"hist": list(range(65))}), "bad-field"),
+        ("refused-data-text-too-long", ev(A, 44, "fault", "config", data={"detail": "x" * 501}), "bad-field"),
+        ("refused-data-control-character", ev(A, 45, "fault", "config", data={"detail": "a\u0007b"}), "bad-field"),
     ]
     for name, e, reason in bad_bodies:
         out.append(frame_vector(name, "event", A, sign(KEYS[A], body(e)), refused(reason)))

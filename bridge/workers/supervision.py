@@ -130,19 +130,27 @@ def flush_last_seen(conn: sqlite3.Connection, seen: dict[str, float]) -> None:
         conn.execute("UPDATE device_state SET last_seen=MAX(COALESCE(last_seen, 0), ?) WHERE id=?", (ts, dev))
 
 
+def _within(v, lo: float, hi: float, num: bool = False):
+    """v when it is an int (any number when num) within lo..hi, else None. What reaches the two below
+    has passed read_telemetry or read_status already; this keeps the store writer from ever meeting a
+    value SQLite cannot take (an int past 64 bits, a lone surrogate) should a caller skip that."""
+    ok = isinstance(v, (int, float) if num else int) and not isinstance(v, bool)
+    return v if ok and lo <= v <= hi else None
+
+
 def apply_telemetry(conn: sqlite3.Connection, dev: str, t: dict, low_battery_pct: float, now: float) -> None:
+    """A checked telemetry body (read_telemetry) -> device_state and the `battery` fault; fields the
+    bridge does not keep (readings, heap_peak, unknown ones) are ignored."""
+    h = protocol_host
     ensure_state_row(conn, dev)
     b = t.get("batt")
     batt = b if isinstance(b, dict) else {}
-
-    def num(v):
-        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-    pct, volts = num(batt.get("pct")), num(batt.get("v"))
+    pct, volts = _within(batt.get("pct"), 0, 100, num=True), _within(batt.get("v"), 0, h.BATT_V_MAX, num=True)
     conn.execute(
         "UPDATE device_state SET rssi=?, batt_pct=?, batt_v=?, heap_free=?, outbox=?,"
         " boot=COALESCE(?, boot) WHERE id=?",
-        (num(t.get("rssi")), pct, volts, num(t.get("heap_free")), num(t.get("outbox")), num(t.get("boot")), dev),
+        (_within(t.get("rssi"), h.RSSI_MIN, h.RSSI_MAX), pct, volts, _within(t.get("heap_free"), 0, h.HEAP_MAX),
+         _within(t.get("outbox"), 0, h.OUTBOX_MAX), _within(t.get("boot"), 0, h.BOOT_MAX), dev),
     )
     if pct is not None:
         if pct < low_battery_pct:
@@ -152,10 +160,12 @@ def apply_telemetry(conn: sqlite3.Connection, dev: str, t: dict, low_battery_pct
 
 
 def apply_birth(conn: sqlite3.Connection, dev: str, s: dict) -> None:
+    """A checked birth (read_status) -> the firmware version and boot count in device_state."""
+    h = protocol_host
     ensure_state_row(conn, dev)
-    fw = s.get("fw") if isinstance(s.get("fw"), str) else None
-    boot = s.get("boot") if isinstance(s.get("boot"), int) else None
-    conn.execute("UPDATE device_state SET fw=COALESCE(?, fw), boot=COALESCE(?, boot) WHERE id=?", (fw, boot, dev))
+    fw = s.get("fw") if h.valid_word(s.get("fw"), h.MAX_NAME, h.NAME_CHARS) else None
+    conn.execute("UPDATE device_state SET fw=COALESCE(?, fw), boot=COALESCE(?, boot) WHERE id=?",
+                 (fw, _within(s.get("boot"), 0, h.BOOT_MAX), dev))
 
 
 class Ticker(threading.Thread):
