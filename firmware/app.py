@@ -9,14 +9,14 @@ from os import urandom
 import commands
 from callpoint import CallPoint, Debouncer
 from clock import Clock
-from compat import ticks_diff, ticks_ms
+from compat import const, ticks_diff, ticks_ms
 from console import Console
 from indicator import Indicator
 from persist import Counters
 from protocol import OFFLINE, Refused, birth_body, check_ack, check_message, dumps, open_frame, topic
 
-BUTTON_POLL_MS = 10
-MAX_CONSOLE_LINE = 1024
+_BUTTON_POLL_MS = const(10)
+_MAX_CONSOLE_LINE = const(1024)
 
 
 class App:
@@ -278,7 +278,7 @@ class App:
                     self.delivery.wake.set()
             except MemoryError:
                 self._low_memory()
-            await asyncio.sleep_ms(BUTTON_POLL_MS)
+            await asyncio.sleep_ms(_BUTTON_POLL_MS)
 
     def _button_step(self, now, down_at):
         cp = self.cp
@@ -375,7 +375,7 @@ class App:
                 if not line:
                     await asyncio.sleep_ms(100)  # console closed: keep running without it
                     continue
-                if len(line) > MAX_CONSOLE_LINE:
+                if len(line) > _MAX_CONSOLE_LINE:
                     self.console.send({"re": None, "ok": False, "error": "line too long"})
                     continue
                 self.console.handle(line)

@@ -2,10 +2,10 @@
 # debounce of its button. Inputs are debounced button edges, acks and time; outputs are what the app
 # must do.
 # It owns the indicator state the occupant sees (docs/protocol.md section 10).
-from compat import ticks_diff
+from compat import const, ticks_diff
 from protocol import advances
 
-SHOWN = ("sent", "stored", "failed", "accepted")  # the stages the occupant sees
+_SHOWN = const(("sent", "stored", "failed", "accepted"))  # the stages the occupant sees
 
 
 class CallPoint:
@@ -75,9 +75,9 @@ class CallPoint:
         if eid != self.alarm_id or self.indicator == "cancelled":
             return False
         shown = "stored" if stage == "forwarded" else stage
-        if shown not in SHOWN:
+        if shown not in _SHOWN:
             return False
-        if not advances(shown, self.indicator if self.indicator in SHOWN else None):
+        if not advances(shown, self.indicator if self.indicator in _SHOWN else None):
             return False
         self.indicator = shown
         if incident:

@@ -3,10 +3,10 @@
 import asyncio
 import gc
 
-from compat import ticks_diff, ticks_ms
+from compat import const, ticks_diff, ticks_ms
 from protocol import REMOTE_CONFIG, Refused, check_command, event_id
 
-IDENTIFY_MS = 10000
+_IDENTIFY_MS = const(10000)
 
 
 _app = None  # the app the commands act on
@@ -42,7 +42,7 @@ def remote(msg):
     a.counters.set("cmd", ctr)
     a.console.emit("cmd", cmd=name)
     if name == "identify":
-        a.identify_until = ticks_diff(ticks_ms(), -IDENTIFY_MS)
+        a.identify_until = ticks_diff(ticks_ms(), -_IDENTIFY_MS)
         a.show()
     elif name == "silence":
         a.indicator.silence()

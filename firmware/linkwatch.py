@@ -5,9 +5,6 @@
 # app feeds it the time and the client's state and carries out what it answers.
 from compat import ticks_diff
 
-RESTART = "restart"
-REBOOT = "reboot"
-
 
 class LinkWatch:
     def __init__(self, restart_s, reboot_s):
@@ -18,7 +15,7 @@ class LinkWatch:
         self.restarts = 0  # restarts in this outage
 
     def step(self, now, broker_up, held=False):
-        """RESTART, REBOOT or None. `held`: the test rig holds the network down on purpose."""
+        """Returns 'restart', 'reboot' or None. `held`: the test rig holds the network down on purpose."""
         if broker_up or held:
             self.since = None
             self.restarts = 0
@@ -28,10 +25,10 @@ class LinkWatch:
             return None
         out = ticks_diff(now, self.since)
         if self.reboot_ms and out >= self.reboot_ms:
-            return REBOOT
+            return "reboot"
         if self.restart_ms and out >= self.restart_ms * (self.restarts + 1):
             self.restarts += 1
-            return RESTART
+            return "restart"
         return None
 
     def outage_s(self, now):

@@ -13,8 +13,8 @@ _CHUNK = const(512)  # bytes per socket read; bounds what is buffered beyond max
 _TICK_MS = const(100)  # supervision period: keepalive, dead connection, link loss, disconnect request
 _STABLE_MS = const(10000)  # a session that lasted this long resets the reconnect backoff
 # Counters for `stats`, in a list rather than a dict of long names: the heap is small.
-_STAT_NAMES = ("attempts connects reconnects refused pings pongs keepalive_timeouts dropped_malformed "
-               "dropped_oversize dropped_qos0 published acked retransmits received callback_errors sub_refused")
+_STAT_NAMES = const("attempts connects reconnects refused pings pongs keepalive_timeouts dropped_malformed "
+                     "dropped_oversize dropped_qos0 published acked retransmits received callback_errors sub_refused")
 _S_ATTEMPTS = const(0)
 _S_CONNECTS = const(1)
 _S_RECONNECTS = const(2)
@@ -32,6 +32,16 @@ _S_RECEIVED = const(13)
 _S_CALLBACK_ERRORS = const(14)
 _S_SUB_REFUSED = const(15)
 _N_STATS = const(16)
+# Packet types (spec 2.2.1), compiled in rather than looked up in mqtt_codec each time.
+_CONNACK = const(2)
+_PUBLISH = const(3)
+_PUBACK = const(4)
+_PUBREC = const(5)
+_PUBREL = const(6)
+_PUBCOMP = const(7)
+_SUBACK = const(9)
+_UNSUBACK = const(11)
+_PINGRESP = const(13)
 
 
 def tls_context(cadata=None, insecure=False):
@@ -256,7 +266,7 @@ class MQTTClient:
                 reason = conn.dead
                 return 0
             ptype, _, body = await asyncio.wait_for(self._read_packet(conn), t)
-            if ptype != mc.CONNACK:
+            if ptype != _CONNACK:
                 raise mc.MalformedPacket("expected CONNACK, got type %d" % ptype)
             _, rc = mc.parse_connack(body)
             if rc:
@@ -359,7 +369,7 @@ class MQTTClient:
                 raise OSError("closed by the broker")
 
     async def _dispatch(self, conn, ptype, flags, body):
-        if ptype == mc.PUBLISH:
+        if ptype == _PUBLISH:
             topic, payload, qos, retain, _dup, pid = mc.parse_publish(flags, body)
             self._n[_S_RECEIVED] += 1
             # At least once: a redelivery (DUP) reaches on_message again; the application is idempotent.
@@ -373,7 +383,7 @@ class MQTTClient:
             elif qos == 2:
                 # Never subscribed for, but answered minimally so the broker's flow completes.
                 await self._write(conn, mc.pubrec(pid))
-        elif ptype == mc.PUBACK:
+        elif ptype == _PUBACK:
             pid = mc.parse_pid(body)
             for i in range(len(self._pending)):
                 out = self._pending[i]
@@ -384,16 +394,16 @@ class MQTTClient:
                     out.ev.set()
                     self._slot.set()
                     break
-        elif ptype == mc.PUBREL:
+        elif ptype == _PUBREL:
             await self._write(conn, mc.pubcomp(mc.parse_pid(body)))
-        elif ptype == mc.SUBACK:
+        elif ptype == _SUBACK:
             _, codes = mc.parse_suback(body)
             for c in codes:
                 if c == 0x80:
                     self._n[_S_SUB_REFUSED] += 1
-        elif ptype == mc.PINGRESP:
+        elif ptype == _PINGRESP:
             self._n[_S_PONGS] += 1
-        elif ptype in (mc.PUBREC, mc.PUBCOMP, mc.UNSUBACK):
+        elif ptype == _PUBREC or ptype == _PUBCOMP or ptype == _UNSUBACK:
             pass  # we never publish QoS 2 nor unsubscribe: a stray answer is harmless
         else:
             raise mc.MalformedPacket("a broker does not send type %d" % ptype)

@@ -2,22 +2,24 @@
 # Runs on MicroPython and CPython alike; the client in mqtt.py builds on it. Only what a client
 # sends and parses is here (the firmware carries it); the broker's half is in tests/core/broker_codec.py.
 
-CONNECT = 1
-CONNACK = 2
-PUBLISH = 3
-PUBACK = 4
-PUBREC = 5
-PUBREL = 6
-PUBCOMP = 7
-SUBSCRIBE = 8
-SUBACK = 9
-UNSUBSCRIBE = 10
-UNSUBACK = 11
-PINGREQ = 12
-PINGRESP = 13
-DISCONNECT = 14
+try:
+    from micropython import const
+except ImportError:  # CPython: the host's tools and tests use this module too
 
-MAX_REMAINING = 268435455  # four length bytes of 7 bits each (spec 2.2.3)
+    def const(x):
+        return x
+
+
+# Packet types (spec 2.2.1). Only those the host's tools compare against are public; the rest are
+# private constants, compiled into the code: on the device a module global costs a name and a slot.
+CONNACK = const(2)
+PUBLISH = const(3)
+PUBACK = const(4)
+SUBACK = const(9)
+_PUBREL = const(6)
+_SUBSCRIBE = const(8)
+_UNSUBSCRIBE = const(10)
+_MAX_REMAINING = const(268435455)  # four length bytes of 7 bits each (spec 2.2.3)
 
 # CONNACK return codes (spec 3.2.2.3).
 REFUSALS = {
@@ -28,9 +30,9 @@ REFUSALS = {
     5: "not authorized",
 }
 
-# Body sizes fixed by the spec; packets of these types with any other size are malformed.
-_FIXED_BODY = {CONNACK: 2, PUBACK: 2, PUBREC: 2, PUBREL: 2, PUBCOMP: 2, UNSUBACK: 2,
-               PINGREQ: 0, PINGRESP: 0, DISCONNECT: 0}
+# Body sizes fixed by the spec, by packet type (255: not fixed); packets of these types with any
+# other size are malformed. A bytes table stays in ROM with the code; a dict would be built in RAM.
+_FIXED_BODY = b"\xff\xff\x02\xff\x02\x02\x02\x02\xff\xff\xff\x02\x00\x00\x00\xff"
 
 
 class MalformedPacket(ValueError):
@@ -45,7 +47,7 @@ class PacketTooLarge(MalformedPacket):
 
 def encode_length(n):
     """Remaining length as the spec's variable-length integer (1 to 4 bytes)."""
-    if n < 0 or n > MAX_REMAINING:
+    if n < 0 or n > _MAX_REMAINING:
         raise ValueError("remaining length out of range")
     out = bytearray()
     while True:
@@ -214,8 +216,8 @@ class Decoder:
             raise MalformedPacket("remaining length not in its shortest form")
         if i - pos + n > self.max_packet:
             raise PacketTooLarge("packet of %d bytes over the %d limit" % (i - pos + n, self.max_packet))
-        want = _FIXED_BODY.get(ptype)
-        if want is not None and n != want:
+        want = _FIXED_BODY[ptype]
+        if want != 255 and n != want:
             raise MalformedPacket("type %d with a %d-byte body" % (ptype, n))
         if len(buf) - i < n:
             return None
@@ -233,7 +235,7 @@ def _check_fixed_flags(ptype, flags):
             raise MalformedPacket("PUBLISH with qos 3")
         if flags & 0x08 and not flags & 0x06:
             raise MalformedPacket("PUBLISH qos 0 with DUP set")
-    elif ptype in (PUBREL, SUBSCRIBE, UNSUBSCRIBE):
+    elif ptype == _PUBREL or ptype == _SUBSCRIBE or ptype == _UNSUBSCRIBE:
         if flags != 0x02:
             raise MalformedPacket("type %d with reserved flags %d" % (ptype, flags))
     elif 1 <= ptype <= 14:

@@ -5,16 +5,16 @@
 import asyncio
 import gc
 
-from compat import ticks_add, ticks_diff, ticks_ms
+from compat import const, ticks_add, ticks_diff, ticks_ms
 from console import RIG_COMMANDS
 
-MAX_MS = 60000
+_MAX_MS = const(60000)
 
 
 def _ms(args, default):
     ms = args.get("ms", default)
-    if not isinstance(ms, int) or ms < 0 or ms > MAX_MS:
-        raise ValueError("ms must be an integer 0..%d" % MAX_MS)
+    if not isinstance(ms, int) or ms < 0 or ms > _MAX_MS:
+        raise ValueError("ms must be an integer 0..%d" % _MAX_MS)
     return ms
 
 

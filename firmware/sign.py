@@ -1,30 +1,18 @@
 # HMAC-SHA256 (RFC 2104), the MAC of the signed frames (protocol.py, docs/protocol.md section 3).
 # MicroPython has hashlib.sha256 but no hmac module, so it is written once, here.
 import hashlib
-
-try:
-    from binascii import hexlify, unhexlify
-except ImportError:  # pragma: no cover
-    from ubinascii import hexlify, unhexlify
-
-_BLOCK = 64
-_IPAD = bytes(0x36 for _ in range(_BLOCK))
-_OPAD = bytes(0x5C for _ in range(_BLOCK))
-
-
-def _xor(a, b):
-    return bytes(x ^ y for x, y in zip(a, b))
+from binascii import hexlify, unhexlify
 
 
 class Signer:
     """HMAC-SHA256 with one key; the padded key blocks are computed once, not per message."""
 
     def __init__(self, key):
-        if len(key) > _BLOCK:
+        if len(key) > 64:  # the hash's block size
             key = hashlib.sha256(key).digest()
-        key = key + bytes(_BLOCK - len(key))
-        self._ik = _xor(key, _IPAD)
-        self._ok = _xor(key, _OPAD)
+        key = key + bytes(64 - len(key))
+        self._ik = bytes(x ^ 0x36 for x in key)  # ipad and opad (RFC 2104), no tables kept in RAM
+        self._ok = bytes(x ^ 0x5C for x in key)
 
     def digest(self, msg):
         inner = hashlib.sha256(self._ik)

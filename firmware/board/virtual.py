@@ -6,7 +6,9 @@ import asyncio
 import os
 import sys
 
-REBOOT_EXIT = 75  # the launcher restarts the firmware on the same flash when it exits with this
+from micropython import const
+
+_REBOOT_EXIT = const(75)  # the launcher restarts the firmware on the same flash when it exits with this
 
 
 class Board:
@@ -127,4 +129,4 @@ class Board:
                 pass
 
     def reboot(self):
-        sys.exit(REBOOT_EXIT)
+        sys.exit(_REBOOT_EXIT)

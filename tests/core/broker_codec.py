@@ -3,6 +3,20 @@
 # never needs it, so it stays out of firmware/mqtt_codec.py and off the device's heap.
 import mqtt_codec as mc
 
+# Packet types the device's codec keeps private (a module global costs heap there); spelled here
+# for the test brokers and the tests. CONNACK, PUBLISH, PUBACK and SUBACK are mqtt_codec's.
+CONNECT = 1
+PUBREC = 5
+PUBREL = 6
+PUBCOMP = 7
+SUBSCRIBE = 8
+UNSUBSCRIBE = 10
+UNSUBACK = 11
+PINGREQ = 12
+PINGRESP = 13
+DISCONNECT = 14
+MAX_REMAINING = 268435455
+
 
 def connack(session_present, code):
     return bytes((0x20, 2, 1 if session_present else 0, code))

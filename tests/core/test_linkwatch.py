@@ -1,5 +1,7 @@
 # The broker out of reach: restart the interface every restart_s, reboot after reboot_s.
-from linkwatch import REBOOT, RESTART, LinkWatch
+from linkwatch import LinkWatch
+
+RESTART, REBOOT = "restart", "reboot"
 
 
 def _run(w, until_ms, step_ms=500, up=lambda t: False, held=lambda t: False):

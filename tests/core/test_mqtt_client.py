@@ -51,7 +51,7 @@ class Peer:
     async def accept(self, session_present=False, code=0):
         """Read CONNECT, answer CONNACK; returns the parsed CONNECT."""
         p = await self.recv()
-        assert p is not None and p[0] == mc.CONNECT, p
+        assert p is not None and p[0] == bc.CONNECT, p
         await self.send(bc.connack(session_present, code))
         return bc.parse_connect(p[2])
 
@@ -67,14 +67,14 @@ class Peer:
                 broker.published.append(msg)
                 if msg[2] == 1 and ack:
                     await self.send(mc.puback(msg[5]))
-            elif ptype == mc.SUBSCRIBE:
+            elif ptype == bc.SUBSCRIBE:
                 pid, topics = bc.parse_subscribe(body)
                 broker.subscribed.append(topics)
                 await self.send(bc.suback(pid, [q for _, q in topics]))
-            elif ptype == mc.PINGREQ:
+            elif ptype == bc.PINGREQ:
                 broker.pings += 1
                 await self.send(bc.pingresp())
-            elif ptype == mc.DISCONNECT:
+            elif ptype == bc.DISCONNECT:
                 broker.disconnects += 1
                 return
             else:
@@ -200,7 +200,7 @@ async def test_subscriptions_and_incoming_messages():
     async def script(peer, n, broker):
         broker.connects.append(await peer.accept())
         p = await peer.recv()
-        assert p[0] == mc.SUBSCRIBE
+        assert p[0] == bc.SUBSCRIBE
         pid, topics = bc.parse_subscribe(p[2])
         broker.subscribed.append(topics)
         await peer.send(bc.suback(pid, [1, 0x80]))
@@ -236,8 +236,8 @@ async def test_subscriptions_and_incoming_messages():
     answers = dict(broker.other)
     assert answers["after first"] == (mc.PUBACK, 0, b"\x00\x4d")
     assert answers["after dup"] == (mc.PUBACK, 0, b"\x00\x4d")
-    assert answers["after qos2"] == (mc.PUBREC, 0, b"\x00\x05")
-    assert answers["after pubrel"] == (mc.PUBCOMP, 0, b"\x00\x05")
+    assert answers["after qos2"] == (bc.PUBREC, 0, b"\x00\x05")
+    assert answers["after pubrel"] == (bc.PUBCOMP, 0, b"\x00\x05")
     assert c.stats["sub_refused"] == 1
 
 
