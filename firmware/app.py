@@ -167,6 +167,7 @@ class App:
             ssl=m["tls"], cadata=m.get("ca_der"), tls_insecure=m["tls_insecure"],
             server_hostname=m["server_hostname"], on_message=self._on_message, on_state=self._on_mqtt_state,
             on_connect=self._birth, link=self.board,
+            on_drop=lambda why, detail: self.console.emit("rejected", topic="mqtt", reason=why, detail=detail),
         )
         self.mq.subscribe(topic(self.dev, "ack"), 1)
         self.mq.subscribe(topic(self.dev, "cmd"), 1)

@@ -112,7 +112,7 @@ class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30, clean=False,
                  will=None, ssl=False, on_message=None, on_state=None, on_connect=None, link=None,
                  max_packet=8192, max_inflight=8, backoff_min_ms=500, backoff_max_ms=30000,
-                 timeout_ms=10000, cadata=None, tls_insecure=False, server_hostname=None):
+                 timeout_ms=10000, cadata=None, tls_insecure=False, server_hostname=None, on_drop=None):
         self.host = host
         self.port = port
         self.keepalive = keepalive
@@ -125,6 +125,7 @@ class MQTTClient:
         self.on_message = on_message
         self.on_state = on_state
         self.on_connect = on_connect
+        self.on_drop = on_drop  # on_drop(reason, detail): a received PUBLISH skipped (too large, malformed)
         self.link = link
         self.max_packet = max_packet
         self.max_inflight = max(1, max_inflight)
@@ -351,7 +352,10 @@ class MQTTClient:
                         conn.kill("closed by the broker")
                         return
                     continue
-                await self._dispatch(conn, p[0], p[1], p[2])
+                if p[0] == mc.SKIPPED:
+                    await self._skipped(conn, *p[1:])
+                else:
+                    await self._dispatch(conn, p[0], p[1], p[2])
         except mc.MalformedPacket as e:
             self._count_malformed(e)
             conn.kill("malformed: %s" % e)
@@ -368,9 +372,36 @@ class MQTTClient:
             if not await conn.recv():
                 raise OSError("closed by the broker")
 
+    async def _skipped(self, conn, qos, pid, topic, size):
+        """A PUBLISH we cannot take: acknowledged all the same (a persistent session would send it
+        again at every reconnect otherwise), counted and reported; the connection goes on."""
+        self._n[_S_DROPPED_OVERSIZE] += 1
+        await self._ack(conn, qos, pid)
+        self._report("too-large", "%s: %d bytes" % (topic[:48], size))
+
+    async def _ack(self, conn, qos, pid):
+        if qos == 1 and pid:
+            await self._write(conn, mc.puback(pid))
+        elif qos == 2 and pid:
+            # Never subscribed for, but answered minimally so the broker's flow completes.
+            await self._write(conn, mc.pubrec(pid))
+
+    def _report(self, reason, detail):
+        if self.on_drop:
+            try:
+                self.on_drop(reason, detail)
+            except Exception:
+                self._n[_S_CALLBACK_ERRORS] += 1
+
     async def _dispatch(self, conn, ptype, flags, body):
         if ptype == _PUBLISH:
-            topic, payload, qos, retain, _dup, pid = mc.parse_publish(flags, body)
+            try:
+                topic, payload, qos, retain, _dup, pid = mc.parse_publish(flags, body)
+            except mc.MalformedPacket as e:  # a well-framed PUBLISH we cannot read: acked, not fatal
+                self._n[_S_DROPPED_MALFORMED] += 1
+                await self._ack(conn, (flags >> 1) & 3, mc.publish_pid(flags, body))
+                self._report("malformed", str(e))
+                return
             self._n[_S_RECEIVED] += 1
             # At least once: a redelivery (DUP) reaches on_message again; the application is idempotent.
             if self.on_message:
@@ -378,11 +409,7 @@ class MQTTClient:
                     self.on_message(topic, payload, retain)
                 except Exception:
                     self._n[_S_CALLBACK_ERRORS] += 1
-            if qos == 1:
-                await self._write(conn, mc.puback(pid))
-            elif qos == 2:
-                # Never subscribed for, but answered minimally so the broker's flow completes.
-                await self._write(conn, mc.pubrec(pid))
+            await self._ack(conn, qos, pid)
         elif ptype == _PUBACK:
             pid = mc.parse_pid(body)
             for i in range(len(self._pending)):

@@ -20,6 +20,9 @@ _PUBREL = const(6)
 _SUBSCRIBE = const(8)
 _UNSUBSCRIBE = const(10)
 _MAX_REMAINING = const(268435455)  # four length bytes of 7 bits each (spec 2.2.3)
+# Not a packet type (0 is reserved): what Decoder.next() gives for a PUBLISH over max_packet that it
+# skipped: (SKIPPED, qos, packet id or 0, topic, size). The client still acknowledges it.
+SKIPPED = const(0)
 
 # CONNACK return codes (spec 3.2.2.3).
 REFUSALS = {
@@ -173,15 +176,25 @@ class Decoder:
 
     next() returns (type, flags, body) and raises MalformedPacket for a bad fixed header, and
     PacketTooLarge as soon as a length header announces more than max_packet bytes in all (header
-    included), before any of that body is buffered. After an error the stream is unusable.
+    included), before any of that body is buffered. After an error the stream is unusable. A PUBLISH
+    over max_packet is not an error: once its topic and packet id are in, next() returns
+    (SKIPPED, qos, pid, topic, size) and the rest of it is dropped as it arrives, so a broker's
+    persistent session cannot cut the client off by sending it again and again.
     """
 
     def __init__(self, max_packet=8192):
         self.max_packet = max_packet
         self._buf = bytearray()
         self._pos = 0
+        self._skip = 0  # bytes of a skipped PUBLISH still to come
 
     def feed(self, data):
+        if self._skip:
+            n = min(self._skip, len(data))
+            self._skip -= n
+            data = data[n:]
+            if not data:
+                return
         if self._pos:
             # Compact lazily: bytearray slices cannot be deleted in place on MicroPython.
             self._buf = self._buf[self._pos:]
@@ -215,7 +228,9 @@ class Decoder:
         if i - pos > 2 and buf[i - 1] == 0:
             raise MalformedPacket("remaining length not in its shortest form")
         if i - pos + n > self.max_packet:
-            raise PacketTooLarge("packet of %d bytes over the %d limit" % (i - pos + n, self.max_packet))
+            if ptype != PUBLISH:
+                raise PacketTooLarge("packet of %d bytes over the %d limit" % (i - pos + n, self.max_packet))
+            return self._skip_publish(buf, i, n, flags, i - pos + n)
         want = _FIXED_BODY[ptype]
         if want != 255 and n != want:
             raise MalformedPacket("type %d with a %d-byte body" % (ptype, n))
@@ -227,6 +242,36 @@ class Decoder:
             self._buf = bytearray()
             self._pos = 0
         return ptype, flags, body
+
+
+    def _skip_publish(self, buf, i, n, flags, size):
+        qos = (flags >> 1) & 3
+        have = len(buf) - i
+        if have < 2:
+            return None
+        head = 2 + ((buf[i] << 8) | buf[i + 1]) + (2 if qos else 0)
+        if head > n or head > self.max_packet:
+            raise PacketTooLarge("packet of %d bytes over the %d limit" % (size, self.max_packet))
+        if have < head:
+            return None
+        topic = bytes(buf[i + 2:i + head - (2 if qos else 0)]).decode("utf-8", "replace")
+        pid = (buf[i + head - 2] << 8) | buf[i + head - 1] if qos else 0
+        if have >= n:  # all of it is here: keep what follows it
+            self._buf = bytearray(buf[i + n:])
+        else:
+            self._buf = bytearray()
+            self._skip = n - have
+        self._pos = 0
+        return SKIPPED, qos, pid, topic, size
+
+
+def publish_pid(flags, body):
+    """The packet id of a PUBLISH whose body is otherwise malformed (0 when it has none), so the
+    client can still acknowledge it and not be sent it forever."""
+    if not (flags >> 1) & 3 or len(body) < 2:
+        return 0
+    i = 2 + ((body[0] << 8) | body[1])
+    return (body[i] << 8) | body[i + 1] if i + 2 <= len(body) else 0
 
 
 def _check_fixed_flags(ptype, flags):

@@ -350,8 +350,8 @@ async def test_oversized_packet_is_refused_before_buffering():
     async def script(peer, n, broker):
         if n == 0:
             await peer.accept()
-            # announces a 200 kB PUBLISH, then sends only part of it
-            await peer.send(b"\x30" + mc.encode_length(200000) + b"\x00\x01t" + b"x" * 1000)
+            # announces a 200 kB SUBACK, which no client can skip: the connection is dropped
+            await peer.send(b"\x90" + mc.encode_length(200000) + b"\x00\x01" + b"x" * 1000)
             await peer.recv(2)
             return
         await normal(peer, n, broker)
@@ -359,6 +359,41 @@ async def test_oversized_packet_is_refused_before_buffering():
     broker, c, task = await start(script, max_packet=4096)
     try:
         assert await until(lambda: broker.conns == 2 and c.connected)
+        assert c.stats["dropped_oversize"] == 1 and c.stats["dropped_malformed"] == 1
+    finally:
+        await finish(broker, c, task)
+
+
+async def test_an_oversized_or_unreadable_qos1_publish_is_acked_skipped_and_the_connection_kept():
+    """A persistent session would send such a packet again at every reconnect, for ever: it is
+    acknowledged, counted and reported once, and what follows it is read as before."""
+    got, dropped = [], []
+    pubacks = []
+
+    async def script(peer, n, broker):
+        await peer.accept()
+        big = mc.publish("a/dev-1", b"x" * 10000, qos=1, pid=7)
+        await peer.send(big[:3000])  # the first part, then the rest in pieces
+        for i in range(3000, len(big), 2500):
+            await peer.send(big[i:i + 2500])
+        bad = bytearray(mc.publish("a/dev-1", b"y", qos=1, pid=8))
+        bad[6] = ord("+")  # a wildcard in its topic: a framed PUBLISH nobody can take
+        await peer.send(bytes(bad) + mc.publish("a/dev-1", b"fine", qos=1, pid=9))
+        while True:
+            p = await peer.recv(30)
+            if p is None:
+                return
+            if p[0] == mc.PUBACK:
+                pubacks.append(mc.parse_pid(p[2]))
+
+    broker, c, task = await start(script, max_packet=4096,
+                                  on_message=lambda t, p, r: got.append(p),
+                                  on_drop=lambda why, detail: dropped.append((why, detail)))
+    try:
+        assert await until(lambda: pubacks == [7, 8, 9])
+        assert got == [b"fine"] and broker.conns == 1
+        assert dropped[0] == ("too-large", "a/dev-1: %d bytes" % len(mc.publish("a/dev-1", b"x" * 10000, 1, pid=7)))
+        assert dropped[1][0] == "malformed" and len(dropped) == 2
         assert c.stats["dropped_oversize"] == 1 and c.stats["dropped_malformed"] == 1
     finally:
         await finish(broker, c, task)

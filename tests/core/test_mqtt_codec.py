@@ -150,14 +150,39 @@ def test_decoder_fed_byte_by_byte():
 
 def test_decoder_refuses_oversize_before_the_body_arrives():
     d = mc.Decoder(100)
-    d.feed(h("30 ff ff ff 7f"))  # announces 256 MiB; only the header was fed
+    d.feed(h("90 ff ff ff 7f"))  # a SUBACK announcing 256 MiB; only the header was fed
     assert raises(mc.PacketTooLarge, d.next)
     d = mc.Decoder(100)
     d.feed(b"\x30" + mc.encode_length(98))  # 1 + 1 + 98 = 100 bytes: just fits
     assert d.next() is None
     d = mc.Decoder(100)
-    d.feed(b"\x30" + mc.encode_length(99))
+    d.feed(b"\x90" + mc.encode_length(99))
     assert raises(mc.PacketTooLarge, d.next)
+    d = mc.Decoder(100)
+    d.feed(b"\x32" + mc.encode_length(5000) + b"\x01\x00")  # a PUBLISH whose topic alone is too long
+    assert raises(mc.PacketTooLarge, d.next)
+
+
+def test_decoder_skips_an_oversized_publish_and_reads_on():
+    big = mc.publish("a/b", b"x" * 500, qos=1, pid=0x1234)
+    after = mc.publish("a/b", b"next", qos=1, pid=5)
+    d = mc.Decoder(100)
+    d.feed(big[:3])  # not even its topic yet
+    assert d.next() is None
+    d.feed(big[3:60])
+    assert d.next() == (mc.SKIPPED, 1, 0x1234, "a/b", len(big))
+    assert d.next() is None and d.buffered() == 0  # what came of it is dropped ...
+    for i in range(60, len(big), 97):
+        d.feed(big[i:i + 97])  # ... and so is the rest, however it comes
+    assert d.buffered() == 0
+    d.feed(after)
+    p = d.next()
+    assert p[0] == mc.PUBLISH and mc.parse_publish(p[1], p[2])[1] == b"next"
+    d = mc.Decoder(100)
+    d.feed(big + after)  # the whole of it at once, and the next packet behind it
+    assert d.next()[0] == mc.SKIPPED and d.next()[0] == mc.PUBLISH
+    assert mc.publish_pid(0x02, h("00 03") + b"a+b" + h("00 09") + b"x") == 9  # a body parse_publish refuses
+    assert mc.publish_pid(0x00, h("00 03") + b"a+b") == 0
 
 
 def test_decoder_refuses_malformed_fixed_headers():
