@@ -73,7 +73,10 @@ class App:
                           reset_cause=b.reset_cause, ep=self.ep)
         if floored:
             self.console.emit("clock", state="floor", ts=cfg["clock_floor"])
-        self.indicator.show("idle", ticks_ms())
+        shown = self.cp.indicator if self.cp.alarm_id else "idle"  # as before the reboot
+        self.indicator.show(shown, ticks_ms())
+        if shown != "idle":
+            self.console.emit("indicator", state=shown, event=self.cp.alarm_id)
         b.wdt_start(cfg.get("wdt_ms", 10000))
         if b.reset_cause == "wdt":
             self.raise_event("fault", "watchdog", {"detail": "restarted by the watchdog"})
@@ -106,6 +109,8 @@ class App:
         self.events = EventFactory(self.dev, self.signer, self.counters, self.clock, self.ep)
         self.outbox = Outbox(self.dir + "/outbox", cfg["outbox_max"])
         self.cp = CallPoint(cfg["hold_cancel_ms"], cfg["cancel_window_s"])
+        self.cp.restore(self.counters.text("indicator"))  # what the occupant saw before a reboot
+        self._shown = self.cp.saved()
         self.debounce = Debouncer(cfg["debounce_ms"])
         t = topic(self.dev, "event")
         # Before sensing starts: a detector's config fault is an event, and needs somewhere to go.
@@ -254,6 +259,9 @@ class App:
             state = "fault"
         if self.indicator.show(state, now):
             self.console.emit("indicator", state=state)
+        line = self.cp.saved()
+        if line != self._shown and self.counters.set_text("indicator", line):
+            self._shown = line  # kept on flash: a reboot shows it again
 
     # -- tasks ----------------------------------------------------------------------------------
     async def _main_loop(self):

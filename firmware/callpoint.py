@@ -56,6 +56,21 @@ class CallPoint:
             return "cancel"
         return None
 
+    # -- across a reboot ------------------------------------------------------------------
+    def saved(self):
+        """What the occupant sees, as one line for flash: '<alarm id> <indicator> [<incident>]'."""
+        if self.alarm_id is None:
+            return ""
+        return " ".join((self.alarm_id, self.indicator) + ((self.incident,) if self.incident else ()))
+
+    def restore(self, line):
+        """After a reboot, show what was shown before: the alarm, its last stage, its incident. Its
+        cancel window does not survive the reboot (a later ack still moves the stage on)."""
+        parts = line.split()
+        if len(parts) >= 2 and (parts[1] in SHOWN or parts[1] in ("alarm", "cancelled")):
+            self.alarm_id, self.indicator = parts[0], parts[1]
+            self.incident = parts[2] if len(parts) > 2 else None
+
     def _in_window(self, now):
         return self.alarm_at is not None and ticks_diff(now, self.alarm_at) <= self.cancel_window_ms
 

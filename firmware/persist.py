@@ -34,6 +34,25 @@ class Counters:
         os.rename(tmp, self._path(name))
         self._cache[name] = value
 
+    def text(self, name):
+        """A short text kept on flash ('' when there is none)."""
+        try:
+            with open(self._path(name)) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
+    def set_text(self, name, value):
+        """Write it (temporary name, then rename); False when flash refused it."""
+        try:
+            tmp = self._path(name) + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(value)
+            os.rename(tmp, self._path(name))
+            return True
+        except OSError:
+            return False
+
     def epoch(self, fresh):
         """This install's epoch (protocol.EPOCH_LEN hex digits), drawn at random the first time, on a
         fresh filesystem, and kept. fresh(n) -> n random bytes. When flash refuses to keep it, the
@@ -42,20 +61,10 @@ class Counters:
         ep = self._cache.get("epoch")
         if ep:
             return ep
-        try:
-            with open(self._path("epoch")) as f:
-                ep = f.read().strip()
-        except OSError:
-            ep = ""
+        ep = self.text("epoch")
         if not valid_epoch(ep):
             ep = "".join("%02x" % b for b in fresh(EPOCH_LEN // 2))
-            try:
-                tmp = self._path("epoch") + ".tmp"
-                with open(tmp, "w") as f:
-                    f.write(ep)
-                os.rename(tmp, self._path("epoch"))
-            except OSError:
-                pass
+            self.set_text("epoch", ep)
         self._cache["epoch"] = ep
         return ep
 

@@ -93,3 +93,22 @@ def test_indicator_patterns_drive_led_and_buzzer():
     ind.silence()
     ind.tick(200)
     assert buz[-1] is False
+
+
+def test_what_the_occupant_saw_survives_a_reboot():
+    cp = CallPoint()
+    assert cp.saved() == ""
+    cp.press(0)
+    cp.raised("alarm", "d-5eed0001-00000001")
+    cp.progress("d-5eed0001-00000001", "failed")
+    again = CallPoint()  # after the reboot
+    again.restore(cp.saved())
+    assert (again.alarm_id, again.indicator, again.incident) == ("d-5eed0001-00000001", "failed", None)
+    assert again.progress("d-5eed0001-00000001", "accepted", "114-HN-9")  # a later ack still moves it
+    third = CallPoint()
+    third.restore(again.saved())
+    assert (third.indicator, third.incident) == ("accepted", "114-HN-9")
+    for junk in ("", "one-word", "d-1 bogus-state", "d-1 idle"):
+        cp = CallPoint()
+        cp.restore(junk)
+        assert cp.alarm_id is None and cp.indicator == "idle"

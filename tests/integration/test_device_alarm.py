@@ -329,3 +329,21 @@ def test_broker_out_of_reach_restarts_the_link_then_reboots_and_says_why(make_bo
     vb.request("press", ms=100)
     # the same install across the reboots: the same epoch, the counter going on
     assert vb.console.wait_for("event", 10, since=mark)["id"] == protocol.event_id("hn-a-0010", 3, fault["ep"])
+
+
+def test_the_indicator_after_a_reboot_shows_what_it_showed_before(make_board, observer):
+    vb = make_board("hn-a-0020")
+    vb.request("press", ms=100)
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0020", "event"))
+    eid = body_of(frame)["id"]
+    ack(observer, vb, eid, "failed", reason="intake refused")
+    wait_indicator(vb, "failed")
+    vb.power_cut()  # nothing but the flash survives
+    ind = vb.request("indicator")
+    assert ind["state"] == "failed" and ind["event"] == eid  # the occupant still sees: call 114
+    mark = vb.console.mark()
+    ack(observer, vb, eid, "accepted", incident="114-HN-77")  # accepted late, after the reboot
+    wait_indicator(vb, "accepted", since=mark)
+    vb.power_cut()
+    ind = vb.request("indicator")
+    assert (ind["state"], ind["event"], ind["incident"]) == ("accepted", eid, "114-HN-77")
