@@ -40,6 +40,8 @@ class App:
         self._fed = ticks_ms()
         self._owe_alarm = self._owe_cancel = False  # a button event the heap refused: raised next pass
         self.net_held = False  # the test rig holds the network down
+        self._outbox_fault = None  # the event id of a standing outbox fault (full, or flash refusing)
+        self._flash_ok = True  # whether flash took the last event; restored once it takes one again
 
     # -- start-up -----------------------------------------------------------------------------
     async def main(self):
@@ -116,6 +118,7 @@ class App:
         # Before sensing starts: a detector's config fault is an event, and needs somewhere to go.
         self.delivery = Delivery(self.dev, self.outbox, lambda f: self.mq.publish(t, f, qos=1),
                                  self.console.emit, self._on_stage, lambda: self.mq.connected, self.ep)
+        self.delivery.on_error = self.console.error
         commands.register(self, self.console)
         if self.rig:
             import rig
@@ -152,6 +155,7 @@ class App:
         self.incidents = Incidents()
         try:
             self.sensing = Sensing(self.board, self.cfg, self._sensor_event, ticks_ms)
+            self.sensing.on_error = self.console.error
         except Exception as e:  # a sensor stack that cannot start must not stop the call point
             self.sensing = None
             self.fault = ("sensor", "sensing did not start: %r" % e)
@@ -172,7 +176,7 @@ class App:
             ssl=m["tls"], cadata=m.get("ca_der"), tls_insecure=m["tls_insecure"],
             server_hostname=m["server_hostname"], on_message=self._on_message, on_state=self._on_mqtt_state,
             on_connect=self._birth, link=self.board,
-            on_drop=lambda why, detail: self.console.emit("rejected", topic="mqtt", reason=why, detail=detail),
+            on_drop=self._on_mqtt_drop,
         )
         self.mq.subscribe(topic(self.dev, "ack"), 1)
         self.mq.subscribe(topic(self.dev, "cmd"), 1)
@@ -187,9 +191,11 @@ class App:
     def raise_event(self, type, cause, data=None, ref=None):
         """Create, persist and queue one event; returns its id. Flash first, then the network."""
         ctr, eid, frame = self.events.make(type, cause, self.location(), data, ref)
-        if not self.delivery.put(ctr, type, frame):
+        self._flash_ok = self.delivery.put(ctr, type, frame)
+        if not self._flash_ok:
             self.console.emit("fault", cause="outbox", detail="flash refused the event; sending from RAM")
         frame = None
+        self._check_outbox()
         self.last_event = eid
         # The event is safe from here on: a heap too fragmented for the console line costs the line.
         try:
@@ -202,6 +208,21 @@ class App:
             self.cp.alarm_at = ticks_ms()
             self.show()  # the sounder starts before the network is even tried
         return eid
+
+    def _check_outbox(self):
+        """An outbox full of alarms is a fault the operator must hear of (their flash is nearly all
+        the device has left); its restore follows once the bridge has taken enough of them."""
+        full = self.outbox.full()
+        if (full or not self._flash_ok) and self._outbox_fault is None:
+            self._outbox_fault = ""  # set first: the fault event itself comes back here
+            d = self.delivery
+            self._outbox_fault = self.raise_event("fault", "outbox", {
+                "detail": ("outbox full of alarms: %d waiting for the bridge" % len(self.outbox)) if full else
+                "flash refused an event: sending from RAM (%d held, %d lost)" % (len(d._ram), d.lost)})
+        elif not full and self._flash_ok and self._outbox_fault:
+            ref, self._outbox_fault = self._outbox_fault, None
+            self.raise_event("restore", "outbox", {
+                "detail": "outbox has room again; %d events lost meanwhile" % self.delivery.lost}, ref=ref)
 
     def _on_stage(self, eid, stage, incident):
         if self.cp.progress(eid, stage, incident):
@@ -233,6 +254,12 @@ class App:
             self.console.emit("rejected", topic=t, reason=e.reason)
         gc.collect()  # a quiet point, as after a send
 
+    def _on_mqtt_drop(self, why, detail):
+        if why == "error":
+            self.console.error("mqtt", detail)  # the client survived it and reconnects
+        else:
+            self.console.emit("rejected", topic="mqtt", reason=why, detail=detail)
+
     def _on_mqtt_state(self, connected, detail):
         if connected == self._mq_up:
             return  # one line per change, not per retry
@@ -257,11 +284,12 @@ class App:
                 self.identify_until = None
         if state == "idle" and self.fault:
             state = "fault"
-        if self.indicator.show(state, now):
-            self.console.emit("indicator", state=state)
+        changed = self.indicator.show(state, now)
         line = self.cp.saved()
         if line != self._shown and self.counters.set_text("indicator", line):
             self._shown = line  # kept on flash: a reboot shows it again
+        if changed:
+            self.console.emit("indicator", state=state)  # after the flash: the line says it is kept
 
     # -- tasks ----------------------------------------------------------------------------------
     async def _main_loop(self):
@@ -273,6 +301,8 @@ class App:
                 down_at = self._button_step(now, down_at)
             except MemoryError:
                 self._low_memory()
+            except Exception as e:  # a pin or flash error: an owed press stays owed, tried next pass
+                self.console.error("button", e)
             try:
                 a = gc.mem_alloc()
                 if a > self.heap_peak:
@@ -283,10 +313,13 @@ class App:
                     # time. A full heap must not end this task: feeding it (a write on the virtual
                     # board) can be refused memory, and is tried again on the next pass.
                     self._fed = now
+                    self.clock.uptime_ms()  # a step of the uptime sum: ticks wrap (clock.py)
                     self.board.wdt_feed()
                     self.delivery.wake.set()
             except MemoryError:
                 self._low_memory()
+            except Exception as e:
+                self.console.error("watchdog", e)
             await asyncio.sleep_ms(_BUTTON_POLL_MS)
 
     def _button_step(self, now, down_at):
@@ -341,10 +374,12 @@ class App:
                         await self._telemetry()
                 if await self._watch_link(now) == "restart":
                     net_at = None  # join again on the next pass
+                if self._outbox_fault:
+                    self._check_outbox()  # drained by the bridge's acks: restore
             except MemoryError:
                 self._low_memory()
             except Exception as e:  # a network stack error on the chip (OSError): try again later
-                self.console.emit("net", error=repr(e)[:80])
+                self.console.error("net", e)
             await asyncio.sleep_ms(500)
 
     async def _watch_link(self, now):
@@ -390,6 +425,9 @@ class App:
                 self.console.handle(line)
             except MemoryError:
                 self._low_memory()  # the request is lost, not the device
+            except Exception as e:  # a console stream error: the next line is read as usual
+                self.console.error("console", e)
+                await asyncio.sleep_ms(100)
 
     async def selftest(self):
         result = {"indicator": "ok", "outbox": len(self.delivery) if self.dev else None}

@@ -67,7 +67,7 @@ class CallPoint:
         """After a reboot, show what was shown before: the alarm, its last stage, its incident. Its
         cancel window does not survive the reboot (a later ack still moves the stage on)."""
         parts = line.split()
-        if len(parts) >= 2 and (parts[1] in SHOWN or parts[1] in ("alarm", "cancelled")):
+        if len(parts) >= 2 and (parts[1] in _SHOWN or parts[1] in ("alarm", "cancelled")):
             self.alarm_id, self.indicator = parts[0], parts[1]
             self.incident = parts[2] if len(parts) > 2 else None
 

@@ -64,7 +64,8 @@ def status(args):
     out = {"dev": a.dev, "fw": a.FW_VERSION, "board": a.board.name, "boot": a.clock.boot,
            "up": a.clock.uptime_ms(), "indicator": a.indicator.state,
            "fault": list(a.fault) if a.fault else None,
-           "heap_free": gc.mem_free(), "heap_peak": a.heap_peak, "lowmem": a.memory_errors()}
+           "heap_free": gc.mem_free(), "heap_peak": a.heap_peak, "lowmem": a.memory_errors(),
+           "errors": a.console.errors}
     if a.dev:
         mq = a.mq
         out.update({"mqtt": "connected" if mq and mq.connected else "connecting",
@@ -88,7 +89,8 @@ def heap(args):
 
 def outbox(args):
     a = _app
-    return {"ids": [event_id(a.dev, n, a.delivery.ep) for n in a.delivery.pending()], "evicted": a.outbox.evicted}
+    return {"ids": [event_id(a.dev, n, a.delivery.ep) for n in a.delivery.pending()], "evicted": a.outbox.evicted,
+            "lost": a.delivery.lost}
 
 
 def indicator(args):

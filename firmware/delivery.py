@@ -7,10 +7,11 @@ import asyncio
 import gc
 
 from compat import ticks_diff, ticks_ms
-from protocol import advances, ctr_of, durable, event_id
+from protocol import KEEP, advances, ctr_of, durable, event_id
 
 ACK_TIMEOUT_MS = 30000  # resend an event the bridge has not stored within this time
 STAGES_KEPT = 8  # event stages remembered; the active alarm's is the one shown
+RAM_MAX = 16  # events kept in RAM when flash refuses them; past it the oldest goes, counted
 
 
 class Delivery:
@@ -25,11 +26,13 @@ class Delivery:
         self._publish = publish
         self._emit = emit
         self._on_stage = on_stage
-        self._ram = []  # (ctr, frame) of events flash refused: still sent, from RAM
+        self._ram = []  # (ctr, frame, type) of events flash refused: still sent, from RAM
+        self.lost = 0  # events the full RAM fallback had to drop (reported: outbox reply, status)
         self._sent_at = {}  # ctr -> ticks of the broker's PUBACK, until the bridge stores it
         self._stage = {}  # event id -> best stage seen
         self.keep = None  # an event id whose stage must outlive the bound (the active alarm)
         self.lowmem = 0  # MemoryErrors the sender rode out
+        self.on_error = None  # on_error(where, exception): any other exception it survived
         self.wake = asyncio.Event()
         if outbox.ctrs():
             self.wake.set()  # what a previous boot left behind goes first
@@ -39,7 +42,16 @@ class Delivery:
         caller raises the outbox fault."""
         on_flash = self.outbox.put(ctr, type, frame)
         if not on_flash:
-            self._ram.append((ctr, frame))
+            if len(self._ram) >= RAM_MAX:  # bounded: a fault or restore goes first, else the oldest
+                i = 0
+                for k in range(len(self._ram)):
+                    if self._ram[k][2] not in KEEP:
+                        i = k
+                        break
+                gone = self._ram.pop(i)
+                self.lost += 1
+                self._emit("fault", cause="outbox", detail="RAM full too: event %d (%s) lost" % (gone[0], gone[2]))
+            self._ram.append((ctr, frame, type))
         self.wake.set()
         return on_flash
 
@@ -50,16 +62,16 @@ class Delivery:
         """Counters of the events the bridge has not stored yet, oldest first."""
         ctrs = self.outbox.ctrs()
         if self._ram:
-            ctrs = sorted(ctrs + [c for c, _ in self._ram])
+            ctrs = sorted(ctrs + [x[0] for x in self._ram])
         return ctrs
 
     def stage(self, eid):
         return self._stage.get(eid)
 
     def _frame(self, ctr):
-        for c, f in self._ram:
-            if c == ctr:
-                return f
+        for x in self._ram:
+            if x[0] == ctr:
+                return x[1]
         return self.outbox.read(ctr)
 
     async def run(self):
@@ -72,6 +84,9 @@ class Delivery:
             except MemoryError:  # (even awaiting a coroutine allocates)
                 self.lowmem += 1  # the events stay queued: tried again on the next wake
                 gc.collect()
+            except Exception as e:  # a flash read that fails, a bug: the events stay queued, as above
+                if self.on_error:
+                    self.on_error("send", e)
 
     def _offline(self):
         return self._online is not None and not self._online()

@@ -240,6 +240,10 @@ class MQTTClient:
                     # A heap too full even to say why (every await of a coroutine allocates):
                     # wait a little, without allocating, and go on.
                     await _sleep_ms(_TICK_MS)
+                except Exception as e:  # whatever else: the client reconnects, never dies
+                    self._report("error", repr(e)[:80])
+                    await self._nap(self._backoff_ms(attempt))
+                    attempt += 1
         finally:
             self._running = False
             self._up = False

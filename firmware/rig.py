@@ -1,5 +1,5 @@
 # Test-rig console commands (docs/protocol.md section 9): drive the button, the network and the
-# sensors, hang the main loop, fill the heap. Imported and registered only when the rig is enabled
+# sensors, hang the main loop, fill the heap, make a step fail. Imported and registered only when the rig is enabled
 # (provisioned with `test_rig`, or a board whose inputs exist only through the rig), so a device
 # in the field neither answers them nor spends heap on them.
 import asyncio
@@ -118,3 +118,39 @@ def nmea(args):
     from drivers.gps import parse
 
     return {"ok": True, "valid": parse(line) is not None}
+
+
+# What `fail` can break: (object on the app, method), each a step one of the loops runs.
+_FAIL_AT = {"button": ("board", "button_pressed"), "network": ("board", "connect_network"),
+            "indicator": ("board", "led"), "flash": ("outbox", "read"), "watchdog": ("board", "wdt_feed"),
+            "outbox": ("outbox", "put")}
+
+
+def fail(args):
+    """Make the next `n` calls of one step raise OSError, as a pin, flash or Wi-Fi driver error
+    would on the chip (WLAN.connect() during a connection attempt: "Wifi Internal Error"), to
+    show that every loop survives it and goes on. `outbox`: the next `n` writes to the outbox are
+    refused, as a full or failing flash refuses them (the event goes from RAM)."""
+    at = args.get("at")
+    if at not in _FAIL_AT:
+        raise ValueError("at must be one of " + ", ".join(sorted(_FAIL_AT)))
+    n = args.get("n", 1)
+    if not isinstance(n, int) or n < 1 or n > 10000:
+        raise ValueError("n must be an integer 1..10000")
+    owner, name = _FAIL_AT[at]
+    obj = getattr(_app, owner)
+    real = getattr(obj, name)
+    left = [n]
+
+    def failing(*a):
+        if left[0] > 0:
+            left[0] -= 1
+            if left[0] == 0:
+                setattr(obj, name, real)  # the step is itself again
+            if at == "outbox":
+                return False  # Outbox.put's answer when the flash refuses the write
+            raise OSError("rig: injected failure at " + at)
+        return real(*a)
+
+    setattr(obj, name, failing)
+    return {"at": at, "n": n}

@@ -64,6 +64,7 @@ class Sensing:
         self._t0 = self._last = clock_ms()
         self.elapsed_ms = 0  # monotonic across ticks wrap-around
         self.lowmem = 0  # samples lost to a full heap (MemoryError)
+        self.on_error = None  # on_error(where, exception): any other exception a sample died of
         self.values = {"t": None, "rh": None, "p": None, "gas": None, "obs": None}
 
         fitted = getattr(board, "sensors", None) or ()
@@ -273,6 +274,10 @@ class Sensing:
                 # A full heap costs this sample, not the detector: the next one comes as usual.
                 self.lowmem += 1
                 gc.collect()
+                await asyncio.sleep(1)
+            except Exception as e:  # a driver or bus error: this sample is lost, the detector goes on
+                if self.on_error:
+                    self.on_error("sensing", e)
                 await asyncio.sleep(1)
 
     # --- what the app reads -------------------------------------------------------------------

@@ -175,3 +175,71 @@ async def test_an_ack_names_one_install_and_an_earlier_installs_ack_clears_nothi
         q.ack(*protocol.check_ack({"v": 1, "id": "hn-a-0001-5eed0001-00000001", "stage": "stored"},
                                   "hn-a-0001", q.ep))
         assert q.pending() == []
+
+
+class _RefusingOutbox(Outbox):
+    """A flash that refuses every write (full, or failing)."""
+
+    def put(self, ctr, type, frame):
+        return False
+
+
+async def test_the_ram_fallback_is_bounded_and_what_it_loses_is_counted_and_said():
+    with TempDir() as d:
+        w, who = Wire(), Listener()
+        q = dl.Delivery("hn-a-0001", _RefusingOutbox(d + "/ob", 8), w.publish, who.emit, who.on_stage)
+        q.put(1, "fault", b"f1")  # the one that goes first when RAM is full
+        for c in range(2, dl.RAM_MAX + 1):
+            assert not q.put(c, "alarm", b"a%d" % c)
+        assert q.lost == 0 and len(q.pending()) == dl.RAM_MAX
+        q.put(dl.RAM_MAX + 1, "alarm", b"newest")
+        assert q.lost == 1 and 1 not in q.pending() and dl.RAM_MAX + 1 in q.pending()
+        assert who.lines[-1]["ev"] == "fault" and "event 1 (fault) lost" in who.lines[-1]["detail"]
+        q.put(dl.RAM_MAX + 2, "alarm", b"again")  # only alarms left: the oldest of them goes
+        assert q.lost == 2 and 2 not in q.pending() and len(q.pending()) == dl.RAM_MAX
+        await q.send_due()
+        assert w.frames[0] == b"a3" and w.frames[-1] == b"again"
+
+
+def test_an_outbox_of_alarms_only_at_its_limit_is_full():
+    with TempDir() as d:
+        ob = Outbox(d + "/ob", 4)
+        for c in (1, 2, 3):
+            ob.put(c, "alarm", b"x")
+        ob.put(4, "fault", b"x")
+        assert not ob.full()  # the fault could still make room
+        ob.put(5, "alarm", b"x")  # evicts the fault
+        assert ob.full() and ob.evicted == 1
+        ob.put(6, "fault", b"x")  # the outbox fault's own event: kept, and the outbox still full
+        assert ob.full() and ob.ctrs() == [1, 2, 3, 5, 6]
+        ob.remove(1)
+        assert not ob.full()
+
+
+async def test_the_sender_survives_a_flash_read_that_fails_and_sends_later():
+    import asyncio
+
+    with TempDir() as d:
+        w, who = Wire(), Listener()
+        q = _make(d, w, who)
+        errors = []
+        q.on_error = lambda where, e: errors.append((where, str(e)))
+        real, left = q.outbox.read, [2]
+
+        def failing(ctr):
+            if left[0]:
+                left[0] -= 1
+                raise OSError("flash read failed")
+            return real(ctr)
+
+        q.outbox.read = failing
+        assert q.put(1, "alarm", b"frame1")
+        task = asyncio.create_task(q.run())
+        for _ in range(3):  # the main loop wakes the sender twice a second; here, three times
+            q.wake.set()
+            for _ in range(20):
+                await asyncio.sleep_ms(1) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(0.001)
+        task.cancel()
+        assert errors == [("send", "flash read failed")] * 2, errors
+        assert w.frames == [b"frame1"]  # kept in the outbox, sent on the wake after the failures
+        assert q.pending() == [1]  # still there until the bridge stores it

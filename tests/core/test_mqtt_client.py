@@ -496,3 +496,27 @@ async def test_subscribe_while_connected_is_sent_at_once():
         assert await until(lambda: broker.subscribed == [[("b/dev-1", 0)]])
     finally:
         await finish(broker, c, task)
+
+
+async def test_run_survives_any_exception_and_connects_after_it():
+    # Whatever escapes one connection (a network stack error on the chip, a bug) ends that attempt,
+    # not the client: it is reported through on_drop("error", ...) and the client tries again.
+    drops = []
+    broker = await FakeBroker(normal).start()
+    c = client(broker, on_drop=lambda why, detail: drops.append((why, detail)))
+    real, left = c._session, [3]
+
+    async def flaky():
+        if left[0]:
+            left[0] -= 1
+            raise OSError("Wifi Internal Error")
+        return await real()
+
+    c._session = flaky
+    task = asyncio.create_task(c.run())
+    try:
+        assert await until(lambda: c.connected)
+        assert [d[0] for d in drops] == ["error"] * 3 and "Wifi Internal Error" in drops[0][1], drops
+        assert await c.publish("e/dev-1", b"alarm", qos=1) is True
+    finally:
+        await finish(broker, c, task)

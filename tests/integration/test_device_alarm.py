@@ -347,3 +347,76 @@ def test_the_indicator_after_a_reboot_shows_what_it_showed_before(make_board, ob
     vb.power_cut()
     ind = vb.request("indicator")
     assert (ind["state"], ind["event"], ind["incident"]) == ("accepted", eid, "114-HN-77")
+
+
+def test_an_outbox_full_of_alarms_is_a_fault_event_and_its_restore_follows(make_board, observer, broker):
+    vb = make_board("hn-a-0021", outbox_max=4, cancel_window_s=0)
+    broker.stop()  # nothing leaves: the alarms pile up on flash
+    vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "down", 30)
+    mark = vb.console.mark()
+    for i in range(4):
+        vb.request("press", ms=60)
+        # this press's event and its release, before the next press (the rig's presses would merge)
+        vb.console.wait_for(lambda m, i=i: len(vb.console.find("event", since=mark)) > i, 5)
+        vb.console.wait_for(lambda m, i=i: len(vb.console.find("button", since=mark, state="up")) > i, 5)
+    fault = vb.console.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "fault", 5, since=mark)
+    assert fault["cause"] == "outbox"
+    broker.start()
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0021", "event")
+                                and body_of(m[1])["type"] == "fault", timeout=40)
+    assert "outbox full of alarms: 4 waiting" in body_of(frame)["data"]["detail"]
+    for f in observer.events("hn-a-0021"):  # the bridge's part: each stored
+        ack(observer, vb, body_of(f)["id"], "stored")
+    restore = vb.console.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "restore", 10, since=mark)
+    assert restore["cause"] == "outbox"
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0021", "event")
+                                and body_of(m[1])["type"] == "restore", timeout=20)
+    assert body_of(frame)["ref"] == fault["id"]
+    assert vb.request("outbox")["lost"] == 0
+
+
+def test_every_loop_survives_a_failing_step_and_the_alarm_still_goes(make_board, observer):
+    # Each step the rig breaks raises OSError, as a pin, flash or Wi-Fi driver error does on the chip.
+    vb = make_board("hn-a-0019", heap=PANIC_HEAP, board="virtual-panic", hold_cancel_ms=5000)
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0019", "status") and b'"online"' in m[1])
+    mark = vb.console.mark()
+    for at, n in (("flash", 2), ("watchdog", 3), ("indicator", 3), ("button", 50)):
+        reply = vb.request("fail", at=at, n=n)
+        assert (reply["ok"], reply["at"], reply["n"]) == (True, at, n), reply
+    vb.request("press", ms=1500)  # held through the failing reads: the press is seen once they stop
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0019", "event"), timeout=30)
+    alarm = verify(frame, vb.cfg["key"])
+    assert (alarm["type"], alarm["cause"]) == ("alarm", "button")
+    told = {m["where"]: m for m in vb.console.find("error", since=mark)}
+    assert {"button", "watchdog", "send"} <= set(told), told
+    assert "injected failure at button" in told["button"]["error"]
+    # bounded: one line per loop in ten seconds, not one per failed 10 ms pass
+    assert len(vb.console.find("error", since=mark)) <= 4
+    ack(observer, vb, alarm["id"], "stored")
+    wait_indicator(vb, "stored", since=mark)
+    status = vb.request("status")
+    assert status["errors"] >= 2 + 3 + 50, status
+    assert status["mqtt"] == "connected" and vb.request("outbox")["ids"] == []
+    assert not vb.console.find("reset", since=mark), "the watchdog reset the board"
+    assert vb.proc.poll() is None
+    assert b"Traceback" not in vb.log.read_bytes(), "a task died of a failing step"
+
+
+def test_a_write_the_flash_refuses_goes_from_ram_and_the_operator_hears_of_it(make_board, observer):
+    vb = make_board("hn-a-0022")
+    observer.wait(lambda m: m[0] == protocol.topic("hn-a-0022", "status") and b'"online"' in m[1])
+    vb.request("fail", at="outbox", n=1)
+    vb.request("press", ms=80)
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0022", "event"))
+    alarm = body_of(frame)
+    assert alarm["type"] == "alarm"
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0022", "event") and body_of(m[1])["type"] == "fault")
+    fault = body_of(frame)
+    assert fault["cause"] == "outbox" and "flash refused an event: sending from RAM (1 held, 0 lost)" in fault["data"]["detail"]
+    _, frame, _ = observer.wait(lambda m: m[0] == protocol.topic("hn-a-0022", "event") and body_of(m[1])["type"] == "restore")
+    assert body_of(frame)["ref"] == fault["id"] and "0 events lost" in body_of(frame)["data"]["detail"]
+    assert alarm["id"] in vb.request("outbox")["ids"]  # from RAM, until the bridge stores it
+    for f in observer.events("hn-a-0022"):
+        ack(observer, vb, body_of(f)["id"], "stored")
+    wait_until(lambda: vb.request("outbox")["ids"] == [], 10, what="outbox emptied by the acks")
+    assert [body_of(f)["id"] for f in observer.events("hn-a-0022")].count(alarm["id"]) == 1
