@@ -11,10 +11,17 @@ class Clock:
     def __init__(self, boot=0, synced=False):
         self.boot = boot
         self.synced = synced
-        self._t0 = ticks_ms()
+        self._last = ticks_ms()
+        self._up = 0
 
     def uptime_ms(self):
-        return ticks_diff(ticks_ms(), self._t0)
+        """Milliseconds since start. ticks_ms() wraps (every 2**30 ms, 12.4 days, on the ESP32) and
+        ticks_diff() is only right within half of that, so the uptime is summed from steps; the main
+        loop calls this twice a second, far more often than the 6.2 days a step may last."""
+        now = ticks_ms()
+        self._up += ticks_diff(now, self._last)
+        self._last = now
+        return self._up
 
     def unix(self):
         """Unix seconds (UTC) or None when the clock has not been set."""
