@@ -3,7 +3,9 @@
 # sends and parses is here (the firmware carries it); the broker's half is in tests/core/broker_codec.py.
 
 try:
-    from micropython import const
+    import micropython
+
+    const = micropython.const
 except ImportError:  # CPython: the host's tools and tests use this module too
 
     def const(x):
