@@ -152,7 +152,7 @@ class Mosquitto:
         if self._process:
             self._process.stop(timeout)
 
-    def reload(self, timeout: float = 10.0) -> None:
+    def reload(self, timeout: float = 30.0) -> None:
         """Re-read the password file and ACL without dropping connections (SIGHUP); returns once every
         user added since the last (re)load can log in."""
         if not (self._process and self._process.running):

@@ -49,6 +49,11 @@ def system(emulator, tmp_path_factory):
         chip.down()
 
 
+# A short press on the emulator: long enough that a flash write holding up the chip's loop (each costs
+# a few hundred ms there) cannot swallow it whole, and far from the 3 s hold that cancels.
+SHORT_MS = 400
+
+
 def press(board, ms: int) -> int:
     """A rig press, waited out: the next one must not land while this one is still down (a flash write
     on the emulator takes long enough to stretch a short press)."""
@@ -112,16 +117,13 @@ def test_the_installers_verify_checks_the_chip_over_its_console(system):
     test_id = [b for b in events(obs, "test")][-1]["id"]
     obs.wait(lambda m: m.topic == protocol.topic(DEV, "ack") and test_id.encode() in m.payload
              and b'"accepted"' in m.payload, CHIP_S)
-    # ... and the chip has taken it (the broker saw it first; the chip's loop may still be busy with it)
-    board.console.wait_for(lambda m: m.get("ev") == "ack" and m.get("id") == test_id
-                           and m.get("stage") == "accepted", CHIP_S)
     board.request("status", timeout=60)  # a round trip through the console: the loop is free again
     wait_until(lambda: board.request("outbox", timeout=60)["ids"] == [], CHIP_S, what="the chip's outbox emptied")
 
 
 def test_press_reaches_114_and_the_incident_id_comes_back_to_the_chip(system):
     st, board, obs, chip = system
-    mark = press(board, 100)
+    mark = press(board, SHORT_MS)
     ev = board.console.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "alarm", 20, since=mark)
     acked = board.console.wait_for(lambda m: m.get("ev") == "ack" and m.get("id") == ev["id"]
                                    and m.get("stage") == "accepted", CHIP_S, since=mark)
@@ -151,7 +153,7 @@ def test_broker_outage_presses_wait_in_flash_and_arrive_once_in_order(system):
     board.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "down", 60, since=mark)
     ids = []
     for _ in range(2):
-        m2 = press(board, 100)
+        m2 = press(board, SHORT_MS)
         ids.append(board.console.wait_for(lambda m: m.get("ev") == "event" and m.get("type") == "alarm", 20,
                                           since=m2)["id"])
         press(board, 3800)  # cancel it, so the next press is a new alarm
