@@ -38,6 +38,24 @@ class Site:
 
 
 @dataclass(frozen=True)
+class Facility:
+    """The facility a device belongs to (its `building`), as its operator recorded it: what 114 needs to
+    size a response (bridge/facilities.py; the codes in bridge/facility_types.py). None: not recorded."""
+
+    id: str
+    name: str = ""
+    type: str = ""  # a code of facility_types.FACILITY_TYPES, '' when not recorded
+    floors_above: int | None = None
+    floors_below: int | None = None
+    occupancy_day: int | None = None  # people there at a typical day time
+    occupancy_night: int | None = None
+    hazards: tuple[str, ...] = ()  # codes of facility_types.HAZARDS
+    hazards_other: str = ""
+    water_sources: tuple[str, ...] = ()  # nearest first, as written
+    contacts: tuple[tuple[str, str], ...] = ()  # (name, phone), in calling order
+
+
+@dataclass(frozen=True)
 class Report:
     event_id: str  # the device's event id (idempotency key for every sink)
     device_id: str
