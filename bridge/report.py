@@ -31,6 +31,10 @@ class Site:
     room: str = ""
     contact_phone: str = ""
     province: str = ""
+    # the 2025 ward or commune and the official unit codes (bridge/address.py); '' when not recognised
+    ward: str = ""
+    ward_code: str = ""
+    province_code: str = ""
     # SIA DC-09 routing for an alarm receiving centre (optional per site)
     dc09_account: str = ""
     dc09_receiver: str = ""
@@ -73,6 +77,7 @@ class Report:
     readings: dict = field(default_factory=dict)
     incident_id: str | None = None  # the 114 incident id once the intake has given one
     late: str | None = None  # why it arrives out of order (stored after a later event of its device)
+    facility: Facility | None = None  # its building's facility record, when one is recorded
 
     @property
     def is_update(self) -> bool:
