@@ -166,6 +166,7 @@ ADDED_COLUMNS = (
     ("facilities", "hazards", "TEXT NOT NULL DEFAULT '[]'"),  # JSON list of hazard codes
     ("facilities", "hazards_other", "TEXT NOT NULL DEFAULT ''"),
     ("facilities", "water_sources", "TEXT NOT NULL DEFAULT '[]'"),  # JSON list of texts
+    ("device_state", "last_test", "REAL"),  # when its last `test` event was received (test supervision)
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS events_dev_ep ON events(dev, ep, ctr);

@@ -79,6 +79,7 @@ def test_a_database_from_before_the_facility_record_migrates_on_open(tmp_path, c
     cols = {r[1] for r in conn.execute("PRAGMA table_info(facilities)")}
     assert {"type", "floors_above", "floors_below", "occupancy_day", "occupancy_night", "hazards",
             "hazards_other", "water_sources"} <= cols
+    assert "last_test" in {r[1] for r in conn.execute("PRAGMA table_info(device_state)")}
     conn.close()
     assert main(["facilities", "show", "Toa nha A", "--json", "--db", str(dbp)]) == 0
     f = json.loads(capsys.readouterr().out)
