@@ -15,6 +15,7 @@ from pathlib import Path
 from firmware import protocol
 
 from . import config, db
+from .facility_types import FACILITY_TYPES, HAZARDS
 from .registry import FIELDS, Registry, RegistryError
 
 log = logging.getLogger("bridge")
@@ -218,16 +219,40 @@ def cmd_alarms(args) -> int:
     return 0
 
 
+def _facility_text(f: dict) -> list[str]:
+    """One facility as `facilities show` prints it: every field, in the order 114 reads them."""
+    from .facility_types import hazard_name, type_name
+
+    def n(v) -> str:
+        return "-" if v is None else str(v)
+
+    hazards = [hazard_name(h, 1) for h in f["hazards"]] + ([f["hazards_other"]] if f["hazards_other"] else [])
+    lines = [f"facility   {f['id']}", f"name       {f['name'] or '-'}",
+             f"type       {f['type'] + ' (' + type_name(f['type'], 1) + ')' if f['type'] else '-'}",
+             f"floors     {n(f['floors_above'])} above ground, {n(f['floors_below'])} below",
+             f"people     {n(f['occupancy_day'])} by day, {n(f['occupancy_night'])} by night",
+             f"hazards    {'; '.join(hazards) or '- (not recorded)'}",
+             "water      " + ("; ".join(f["water_sources"]) or "-")]
+    lines += [f"contact {i}  " + " ".join(x for x in (c["name"], c["phone"]) if x) for i, c in enumerate(f["contacts"], 1)]
+    return lines
+
+
 def cmd_facilities(args) -> int:
-    from .facilities import FacilityError, all_facilities, parse_contact, put
+    from .facilities import INT_FIELDS, FacilityError, all_facilities, get, parse_contact, put
 
     conn = db.connect(_db(args))
     try:
         if args.action == "set":
+            record = {k: getattr(args, k) for k in ("type", *INT_FIELDS, "hazards_other")
+                      if getattr(args, k) is not None}
+            if args.hazard is not None:
+                record["hazards"] = args.hazard
+            if args.water is not None:
+                record["water_sources"] = args.water
             try:
                 contacts = [parse_contact(c) for c in args.contact] if args.contact else None
                 with db.transaction(conn):
-                    warnings = put(conn, args.id, args.name, contacts)
+                    warnings = put(conn, args.id, args.name, contacts, **record)
             except FacilityError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
@@ -235,15 +260,30 @@ def cmd_facilities(args) -> int:
                 print(f"warning: {w}", file=sys.stderr)
             print(f"facility {args.id} saved")
             return 0
+        if args.action == "show":
+            f = get(conn, args.id)
+            if f is None:
+                print(f"error: no facility {args.id!r} (see `facilities list`)", file=sys.stderr)
+                return 1
+            print(json.dumps(f, indent=1, ensure_ascii=False) if args.json else "\n".join(_facility_text(f)))
+            return 0
         rows = all_facilities(conn)
         if args.json:
             print(json.dumps(rows, indent=1, ensure_ascii=False))
             return 0
         from .status import _table
 
-        print("\n".join(_table(["facility", "name", "contacts, in calling order"],
-                               [[f["id"], f["name"], "; ".join(f"{c['name']} {c['phone']}".strip()
-                                                              for c in f["contacts"])] for f in rows])))
+        def n(v) -> str:
+            return "-" if v is None else str(v)
+
+        print("\n".join(_table(
+            ["facility", "name", "type", "floors +/-", "people day/night", "hazards", "water",
+             "contacts, in calling order"],
+            [[f["id"], f["name"], f["type"], f"{n(f['floors_above'])}/{n(f['floors_below'])}",
+              f"{n(f['occupancy_day'])}/{n(f['occupancy_night'])}",
+              ", ".join(f["hazards"] + ([f["hazards_other"]] if f["hazards_other"] else [])),
+              "; ".join(f["water_sources"]),
+              "; ".join(f"{c['name']} {c['phone']}".strip() for c in f["contacts"])] for f in rows])))
         return 0
     finally:
         conn.close()
@@ -328,9 +368,23 @@ def parser() -> argparse.ArgumentParser:
     fs.add_argument("--name", help="the facility's name, as a contact reads it")
     fs.add_argument("--contact", action="append", metavar="NAME=PHONE",
                     help="a contact, in calling order (repeat; replaces the list): 'Nguyen Van A=+84901234567'")
-    fl = fsub.add_parser("list", help="facilities and their contacts")
+    fs.add_argument("--type", help=f"the kind of facility (Decree 105/2025 Annex I kinds): {', '.join(FACILITY_TYPES)}")
+    fs.add_argument("--floors-above", dest="floors_above", metavar="N", help="floors above ground ('' : unknown)")
+    fs.add_argument("--floors-below", dest="floors_below", metavar="N", help="floors below ground (basements)")
+    fs.add_argument("--occupancy-day", dest="occupancy_day", metavar="N", help="people there on a typical day")
+    fs.add_argument("--occupancy-night", dest="occupancy_night", metavar="N", help="people there on a typical night")
+    fs.add_argument("--hazard", action="append", metavar="CODE",
+                    help=f"a hazard there (repeat; replaces the list; '' clears it): {', '.join(HAZARDS)}")
+    fs.add_argument("--hazard-other", dest="hazards_other", metavar="TEXT", help="other hazards, in words")
+    fs.add_argument("--water", action="append", metavar="TEXT",
+                    help="a water source for firefighting, nearest first (repeat; replaces the list; '' clears "
+                         "it): 'Trụ nước cổng chính, 20 m'")
+    fl = fsub.add_parser("list", help="facilities, their records and contacts")
     fl.add_argument("--json", action="store_true")
-    for x in (fs, fl):
+    fw = fsub.add_parser("show", help="one facility's whole record")
+    fw.add_argument("id")
+    fw.add_argument("--json", action="store_true")
+    for x in (fs, fl, fw):
         with_config(x)
     sp.set_defaults(fn=cmd_facilities)
 

@@ -1,6 +1,7 @@
 """The bridge's clock: wall-clock seconds that move with the monotonic clock, never by a step.
 
-Deadlines (EN 54-21's 100 s, the retry backoffs, a device's supervision period) are stored in the
+Deadlines (EN 54-21's 100 s, the retry backoffs, a device's supervision period, its last periodic
+test) are stored in the
 database as wall-clock times, so that every process and every restart reads them alike. Read against
 the system clock, a step of that clock (NTP correcting a wrong clock, an operator, a virtual machine
 resumed) would fail every pending alarm at once (a step forward) or freeze delivery and presence for
@@ -58,6 +59,7 @@ def move_stored_times(conn, offset: float, step_s: float = STEP_S) -> float:
         conn.execute("UPDATE deliveries SET created_at=created_at+?, next_at=next_at+? WHERE state='pending'",
                      (shift, shift))
         conn.execute("UPDATE device_state SET last_seen=last_seen+? WHERE last_seen IS NOT NULL", (shift,))
+        conn.execute("UPDATE device_state SET last_test=last_test+? WHERE last_test IS NOT NULL", (shift,))
     else:
         shift = 0.0
     record_offset(conn, offset)

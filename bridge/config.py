@@ -43,7 +43,10 @@ DEFAULTS: dict = {
     # settled (0: never).
     "store": {"batch_max": 1000, "fault_after_s": 5, "max_backlog": 20000, "retain_days": 90,
               "retention_check_s": 3600},
-    "supervision": {"mains_s": 20, "battery_s": 90000, "check_s": 1.0, "low_battery_pct": 20},
+    # test_s: a device's periodic `test` is due this often (0: not watched), test_grace_s later it is
+    # missed (the `test-missed` fault); test_s_by_class: another period for a supervision class.
+    "supervision": {"mains_s": 20, "battery_s": 90000, "check_s": 1.0, "low_battery_pct": 20,
+                    "test_s": 86400, "test_grace_s": 3600, "test_s_by_class": {}},
     "verify": {"window_s": 120, "offline_window_s": 600},
     "location": {"gps_max_age_s": 60, "gps_max_acc_m": 50},
     # max_age_s: EN 54-21's 100 s, then `failed` (device and operator told); sending goes on, every
@@ -171,9 +174,23 @@ def check(cfg: dict, base_dir: Path) -> dict:
     if not isinstance(st["retain_days"], (int, float)) or isinstance(st["retain_days"], bool) \
             or st["retain_days"] < 0:
         raise ConfigError("store.retain_days must be a number of days, 0 to keep everything")
-    for k, v in cfg["supervision"].items():
-        if not isinstance(v, (int, float)) or v <= 0:
+    sup = cfg["supervision"]
+    for k, v in sup.items():
+        if k.startswith("test_"):
+            continue
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"supervision.{k} must be a positive number")
+    for k in ("test_s", "test_grace_s"):
+        if not isinstance(sup[k], (int, float)) or isinstance(sup[k], bool) or sup[k] < 0:
+            raise ConfigError(f"supervision.{k} must be a number of seconds, 0 or more (test_s 0: not watched)")
+    by_class = sup["test_s_by_class"]
+    if not isinstance(by_class, dict):
+        raise ConfigError("supervision.test_s_by_class must map a supervision class (mains, battery) to seconds")
+    for cls, v in by_class.items():
+        if cls not in ("mains", "battery"):
+            raise ConfigError(f"supervision.test_s_by_class: {cls!r} is not a supervision class (mains, battery)")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"supervision.test_s_by_class.{cls} must be a number of seconds, 0 or more")
     if not isinstance(cfg["sink_types"], dict):
         raise ConfigError("sink_types must map a type name to 'module:Class'")
     return cfg

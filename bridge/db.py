@@ -157,6 +157,16 @@ ADDED_COLUMNS = (
     ("devices", "ward", "TEXT NOT NULL DEFAULT ''"),  # the 2025 ward or commune (bridge/address.py)
     ("devices", "ward_code", "TEXT NOT NULL DEFAULT ''"),  # its official code
     ("devices", "province_code", "TEXT NOT NULL DEFAULT ''"),  # the province's official code
+    # the facility record 114 sizes a response by (bridge/facilities.py); NULL or '': not recorded
+    ("facilities", "type", "TEXT NOT NULL DEFAULT ''"),  # a code of bridge/facility_types.py
+    ("facilities", "floors_above", "INTEGER"),
+    ("facilities", "floors_below", "INTEGER"),
+    ("facilities", "occupancy_day", "INTEGER"),
+    ("facilities", "occupancy_night", "INTEGER"),
+    ("facilities", "hazards", "TEXT NOT NULL DEFAULT '[]'"),  # JSON list of hazard codes
+    ("facilities", "hazards_other", "TEXT NOT NULL DEFAULT ''"),
+    ("facilities", "water_sources", "TEXT NOT NULL DEFAULT '[]'"),  # JSON list of texts
+    ("device_state", "last_test", "REAL"),  # when its last `test` event was received (test supervision)
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS events_dev_ep ON events(dev, ep, ctr);

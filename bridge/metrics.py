@@ -36,6 +36,8 @@ class Metrics:
         self.callouts = Counter("baochay_callouts", "Contact messages about alarms, by outcome (sent, "
                                 "send_failed, acked)", ["outcome"], registry=r)
         self.faults_open = Gauge("baochay_faults_open", "Open operator faults", registry=r)
+        self.tests_missed = Gauge("baochay_tests_missed", "Devices whose periodic test is overdue (the "
+                                  "test-missed fault)", registry=r)
         self.delivery_latency = Histogram(
             "baochay_delivery_latency_seconds", "Receipt at the bridge -> accepted by the sink", ["sink"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 100), registry=r)

@@ -10,7 +10,7 @@ In the store writer (bridge/workers/store_writer.py), one transaction per batch:
                                          row per sink, then acked `stored` (stages/ack.py)
 In each delivery worker (bridge/workers/delivery.py), per outbox row, by `report_for`:
   6. verify      stages/verify.py        confidence and reasons, from the facts around the event
-  7. enrich      stages/enrich.py        location and site -> the Report every sink takes
+  7. enrich      stages/enrich.py        location, site and facility -> the Report every sink takes
   8. deliver     stages/deliver.py       what the sink's outcome means: done, retry, failed
   9. ack         stages/ack.py           `forwarded`, `accepted` or `failed` to the device
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 from firmware import protocol
 
 from .registry import Device
-from .report import Report
+from .report import Facility, Report
 from .stages import authenticate, enrich, parse, verify
 from .stages.parse import Frame
 
@@ -39,8 +39,8 @@ def admit(topic: str, payload: bytes, key_lookup, max_payload: int = protocol.MA
 
 def report_for(event: dict, device: Device, ctx: verify.Context, received_at: float, incident_key: str,
                location: enrich.LocationPolicy, incident_id: str | None = None,
-               late: str | None = None) -> Report:
+               late: str | None = None, facility: Facility | None = None) -> Report:
     """A stored event -> the Report for a sink: verify, then enrich."""
     confidence, reasons = verify.assess(event, ctx)
     return enrich.build_report(event, device, received_at, incident_key, confidence, reasons, location,
-                               incident_id=incident_id, late=late)
+                               incident_id=incident_id, late=late, facility=facility)

@@ -31,10 +31,32 @@ class Site:
     room: str = ""
     contact_phone: str = ""
     province: str = ""
+    # the 2025 ward or commune and the official unit codes (bridge/address.py); '' when not recognised
+    ward: str = ""
+    ward_code: str = ""
+    province_code: str = ""
     # SIA DC-09 routing for an alarm receiving centre (optional per site)
     dc09_account: str = ""
     dc09_receiver: str = ""
     dc09_line: str = ""
+
+
+@dataclass(frozen=True)
+class Facility:
+    """The facility a device belongs to (its `building`), as its operator recorded it: what 114 needs to
+    size a response (bridge/facilities.py; the codes in bridge/facility_types.py). None: not recorded."""
+
+    id: str
+    name: str = ""
+    type: str = ""  # a code of facility_types.FACILITY_TYPES, '' when not recorded
+    floors_above: int | None = None
+    floors_below: int | None = None
+    occupancy_day: int | None = None  # people there at a typical day time
+    occupancy_night: int | None = None
+    hazards: tuple[str, ...] = ()  # codes of facility_types.HAZARDS
+    hazards_other: str = ""
+    water_sources: tuple[str, ...] = ()  # nearest first, as written
+    contacts: tuple[tuple[str, str], ...] = ()  # (name, phone), in calling order
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,7 @@ class Report:
     readings: dict = field(default_factory=dict)
     incident_id: str | None = None  # the 114 incident id once the intake has given one
     late: str | None = None  # why it arrives out of order (stored after a later event of its device)
+    facility: Facility | None = None  # its building's facility record, when one is recorded
 
     @property
     def is_update(self) -> bool:

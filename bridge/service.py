@@ -35,6 +35,7 @@ from .workers.flood_watch import FloodWatch
 from .workers.storage_watch import StorageWatch
 from .workers.store_writer import Incoming, StoredResult, StoreWriter
 from .workers.supervision import Presence, Ticker, apply_birth, apply_telemetry, apply_transitions
+from .workers.test_watch import TestWatch
 
 # The MQTT thread gives up the GIL on every socket call and then waits for a busy thread's time slice
 # to end before it runs again: short slices keep ingest (and so the `stored` ack) moving while delivery
@@ -108,7 +109,8 @@ class Bridge:
                               writer=self.writer, metrics=self.metrics, conn=self.conn,
                               backlogs=self._first_workers, counts=self._counts, publish=self.link.publish,
                               shared=self.shared, stopping=self._stopping, clock=self.clock, link=self.link,
-                              storage=self.storage, flood=self.flood)
+                              storage=self.storage, flood=self.flood,
+                              tests=TestWatch(sup, self.writer, self.metrics))
         self._reject_log: dict[str, tuple[float, int]] = {}  # reason -> (last logged, not logged since)
 
     def _state_file(self) -> StateFile | None:

@@ -45,7 +45,7 @@ def collect(conn: sqlite3.Connection, now: float | None = None, db_path: str | N
         meta["alive"] = str(max(alive))  # the database may be what cannot be written
     devices = [dict(r) for r in conn.execute(
         "SELECT d.id, d.building, d.floor, d.room, d.supervision, s.online, s.state_reason, s.last_seen,"
-        " s.batt_pct, s.rssi, s.fw, s.epoch, s.epoch_at, s.epoch_prev"
+        " s.batt_pct, s.rssi, s.fw, s.epoch, s.epoch_at, s.epoch_prev, s.last_test"
         " FROM devices d LEFT JOIN device_state s ON s.id=d.id ORDER BY d.id")]
     alarms = [dict(r) for r in conn.execute(
         "SELECT e.id, e.dev, e.type, e.cause, e.received_at, e.stage, e.incident, e.reason, e.late FROM events e"
@@ -118,8 +118,10 @@ def render(data: dict) -> str:
         install = d["epoch"] or ""
         if d["epoch_prev"] is not None and d["epoch_at"] and now - d["epoch_at"] < NEW_INSTALL_SHOWN_S:
             install += f" NEW {_ago(d['epoch_at'], now)} (was {d['epoch_prev'] or 'before epochs'})"
-        rows.append([d["id"], state, _ago(d["last_seen"], now), batt, rssi, d["supervision"], install, where])
-    lines += _table(["device", "state", "last seen", "battery", "rssi", "class", "install", "where"], rows)
+        rows.append([d["id"], state, _ago(d["last_seen"], now), _ago(d["last_test"], now), batt, rssi,
+                     d["supervision"], install, where])
+    lines += _table(["device", "state", "last seen", "last test", "battery", "rssi", "class", "install", "where"],
+                    rows)
     lines.append("")
     lines.append(f"OPEN ALARMS ({len(data['alarms'])}, last 24 h, not cancelled)")
     lines += _table(["event", "type", "cause", "received", "stage", "incident / reason"],

@@ -42,6 +42,42 @@ def _map_link(loc: dict | None) -> str:
     return f'<a class="mono" href="{_e(href)}">{_e(text)}</a>{extra}'
 
 
+HAZARD_LABEL = {"gas": "khí đốt / gas", "chemicals": "hoá chất / chemicals", "fuel": "nhiên liệu / fuel",
+                "none": "không / none"}
+
+
+def _count(v: object) -> str:
+    return "?" if v is None else _e(v)
+
+
+def _facility(f: object) -> str:
+    """What a crew needs at a glance: the kind of place, its floors, how many people, what burns, the
+    water, whom to call."""
+    if not isinstance(f, dict):
+        return ""
+    names = f.get("type_name")
+    kind = (names.get("vi") if isinstance(names, dict) else None) or f.get("type") or ""
+    parts = [f"<strong>{_e(f.get('name') or f.get('id'))}</strong>" + (f"<br>{_e(kind)}" if kind else "")]
+    if f.get("floors_above") is not None or f.get("floors_below") is not None:
+        parts.append(f"{_count(f.get('floors_above'))} tầng nổi / above, {_count(f.get('floors_below'))} hầm / below")
+    if f.get("occupancy_day") is not None or f.get("occupancy_night") is not None:
+        parts.append(f"người / people: ngày / day {_count(f.get('occupancy_day'))}, "
+                     f"đêm / night {_count(f.get('occupancy_night'))}")
+    hazards = [HAZARD_LABEL.get(h, str(h)) for h in f.get("hazards") or () if isinstance(h, str)]
+    if f.get("hazards_other"):
+        hazards.append(str(f["hazards_other"]))
+    if hazards:
+        parts.append("nguy hiểm / hazards: " + _e(", ".join(hazards)))
+    water = [w for w in f.get("water_sources") or () if isinstance(w, str)]
+    if water:
+        parts.append("nước / water: " + _e("; ".join(water)))
+    contacts = [c for c in f.get("contacts") or () if isinstance(c, dict)]
+    if contacts:
+        parts.append("liên hệ / contacts: " + "; ".join(
+            f'{_e(c.get("name"))} <span class="mono">{_e(c.get("phone"))}</span>'.strip() for c in contacts))
+    return "<br>".join(parts)
+
+
 def _row(inc: dict) -> str:
     place = " / ".join(_e(x) for x in (inc.get("building"), inc.get("floor"), inc.get("room")) if x)
     conf = inc.get("confidence")
@@ -52,8 +88,11 @@ def _row(inc: dict) -> str:
         f'<span class="mono">{_e(inc.get("received_at"))}</span>',
         f'<span class="mono">{_e(inc.get("incident_id"))}</span>',
         f"{_e(TYPE_LABEL.get(kind, kind))}<br>{_e(inc.get('event_type'))} · {_e(inc.get('cause'))}",
-        f"{_e(inc.get('address'))}<br>{_e(inc.get('province'))}",
+        f"{_e(inc.get('address'))}<br>{_e(inc.get('province'))}" + (
+            f'<br><span class="mono">{_e(inc.get("ward_code"))} / {_e(inc.get("province_code"))}</span>'
+            if inc.get("ward_code") else ""),
         place,
+        _facility(inc.get("facility")),
         _map_link(inc.get("location")),
         conf_text,
         _e(STATUS_LABEL.get(status, status)),
@@ -64,8 +103,8 @@ def _row(inc: dict) -> str:
 
 def render(incidents: list[dict], mode: dict) -> str:
     head = (
-        "Thời gian / received", "Mã sự cố / incident", "Loại / type", "Địa chỉ / address",
-        "Toà nhà · tầng · phòng / building", "Toạ độ / coordinates", "Độ tin cậy / confidence",
+        "Thời gian / received", "Mã sự cố / incident", "Loại / type", "Địa chỉ · mã phường / tỉnh / address · codes",
+        "Toà nhà · tầng · phòng / building", "Cơ sở / facility", "Toạ độ / coordinates", "Độ tin cậy / confidence",
         "Trạng thái / status", "Thiết bị · khách / device · client",
     )
     rows = "".join(_row(i) for i in incidents) or f'<tr><td colspan="{len(head)}">Chưa có sự cố / no incidents yet</td></tr>'

@@ -16,6 +16,17 @@ REPORT_EVENT_TYPES = ("alarm", "prealarm", "test", "cancel", "restore")
 UPDATE_KINDS = ("cancel", "restore", "escalation")
 LOCATION_SOURCES = ("gps", "fixed")
 MEDIA_KINDS = ("image", "video", "audio", "other")
+# What a test message's cause may be: the device's self-test, its periodic test signal, or a test of
+# one of its alarm inputs.
+TEST_CAUSES = ("selftest", "periodic")
+# A facility record's hazard codes (the bridge's bridge/facility_types.py HAZARDS; a test keeps them equal).
+HAZARDS = ("gas", "chemicals", "fuel", "none")
+# (lowest, highest) of the facility record's whole numbers, as the bridge checks them.
+FACILITY_RANGES = {"floors_above": (0, 200), "floors_below": (0, 20), "occupancy_day": (0, 200000),
+                   "occupancy_night": (0, 200000)}
+WARD_CODE_RE = re.compile(r"^([0-9]{5})?$")
+PROVINCE_CODE_RE = re.compile(r"^([0-9]{2})?$")
+PHONE_RE = re.compile(r"^\+?[0-9]{8,15}$")
 
 # Top-level fields a report must carry (the OpenAPI file lists the same; a test checks they agree).
 REPORT_REQUIRED = ("type", "cause", "event_type", "occurred_at", "location", "reporter")
@@ -101,7 +112,7 @@ class _Checker:
         if not isinstance(value, str) or not RFC3339_UTC_RE.match(value) or parse_time(value) is None:
             self.fail(path, "must be an RFC 3339 time in UTC ending in Z or +00:00, e.g. 2026-11-29T08:30:00Z")
 
-    def string_list(self, body: dict, name: str, path: str, max_items: int = 32) -> None:
+    def string_list(self, body: dict, name: str, path: str, max_items: int = 32, max_len: int = TEXT_MAX) -> None:
         value = body.get(name)
         if value is None:
             return
@@ -109,8 +120,13 @@ class _Checker:
             self.fail(path, f"must be a list of at most {max_items} strings")
             return
         for i, item in enumerate(value):
-            if not isinstance(item, str) or len(item) > TEXT_MAX:
-                self.fail(f"{path}[{i}]", f"must be a string of at most {TEXT_MAX} characters")
+            if not isinstance(item, str) or len(item) > max_len:
+                self.fail(f"{path}[{i}]", f"must be a string of at most {max_len} characters")
+
+    def pattern(self, body: dict, name: str, path: str, regex: re.Pattern, what: str) -> None:
+        value = body.get(name)
+        if value is not None and (not isinstance(value, str) or not regex.match(value)):
+            self.fail(path, f"must be {what}")
 
 
 def parse_time(value: str) -> datetime | None:
@@ -171,6 +187,50 @@ def _check_media(c: _Checker, body: dict) -> None:
         c.enum(item, "kind", f"media[{i}].kind", MEDIA_KINDS, required=False)
 
 
+def _check_facility(c: _Checker, body: dict) -> None:
+    f = c.obj(body, "facility", "facility", required=False)
+    if f is None:
+        return
+    c.text(f, "id", "facility.id", 120, required=True)
+    c.text(f, "name", "facility.name", 120)
+    if f.get("type") not in (None, "") and (not isinstance(f["type"], str) or not TOKEN_RE.match(f["type"])):
+        c.fail("facility.type", "must be a lower-case code such as apartment, market, warehouse")
+    names = f.get("type_name")
+    if names is not None:
+        if not isinstance(names, dict):
+            c.fail("facility.type_name", "must be an object {vi, en}")
+        else:
+            for lang in ("vi", "en"):
+                c.text(names, lang, f"facility.type_name.{lang}", 200)
+    for name, (lo, hi) in FACILITY_RANGES.items():
+        c.number(f, name, f"facility.{name}", lo, hi, required=False, integer=True)
+    hazards = f.get("hazards")
+    if hazards is not None:
+        if not isinstance(hazards, list) or len(hazards) > len(HAZARDS):
+            c.fail("facility.hazards", f"must be a list of at most {len(HAZARDS)} of {', '.join(HAZARDS)}")
+        else:
+            for i, h in enumerate(hazards):
+                if h not in HAZARDS:
+                    c.fail(f"facility.hazards[{i}]", f"must be one of {', '.join(HAZARDS)}, got {h!r}")
+            if "none" in hazards and len(hazards) > 1:
+                c.fail("facility.hazards", "none cannot go with other hazards")
+    c.text(f, "hazards_other", "facility.hazards_other", TEXT_MAX)
+    c.string_list(f, "water_sources", "facility.water_sources", max_items=10, max_len=200)
+    contacts = f.get("contacts")
+    if contacts is None:
+        return
+    if not isinstance(contacts, list) or len(contacts) > 10:
+        c.fail("facility.contacts", "must be a list of at most 10 objects {name, phone}, in calling order")
+        return
+    for i, contact in enumerate(contacts):
+        if not isinstance(contact, dict):
+            c.fail(f"facility.contacts[{i}]", "must be an object {name, phone}")
+            continue
+        c.text(contact, "name", f"facility.contacts[{i}].name", 60)
+        if not isinstance(contact.get("phone"), str) or not PHONE_RE.match(contact["phone"]):
+            c.fail(f"facility.contacts[{i}].phone", "is required: 8 to 15 digits, '+' allowed first")
+
+
 def check_report(body: object) -> dict:
     """Validate a POST /v1/reports body; returns it unchanged or raises Invalid."""
     if not isinstance(body, dict):
@@ -182,7 +242,7 @@ def check_report(body: object) -> dict:
     if event_type in ("alarm", "prealarm"):
         c.enum(body, "cause", "cause", ALARM_CAUSES)
     elif event_type == "test":
-        c.enum(body, "cause", "cause", ("selftest",) + ALARM_CAUSES)
+        c.enum(body, "cause", "cause", TEST_CAUSES + ALARM_CAUSES)
     elif "cause" not in body or not isinstance(body["cause"], str) or not TOKEN_RE.match(body["cause"]):
         c.fail("cause", "is required: a lower-case word such as button, heat, smoke, multi, sensor")
     c.time(body, "occurred_at", "occurred_at", required=True)
@@ -190,8 +250,12 @@ def check_report(body: object) -> dict:
     _check_location(c, body)
     for name in ("address", "building"):
         c.text(body, name, name)
-    for name in ("floor", "room", "province"):
+    for name in ("floor", "room", "province", "ward"):
         c.text(body, name, name, SHORT_MAX)
+    c.pattern(body, "ward_code", "ward_code", WARD_CODE_RE, "the ward's official code: 5 digits (or empty)")
+    c.pattern(body, "province_code", "province_code", PROVINCE_CODE_RE,
+              "the province's official code: 2 digits (or empty)")
+    _check_facility(c, body)
     _check_reporter(c, body)
     c.number(body, "confidence", "confidence", 0, 1, required=False)
     c.string_list(body, "reasons", "reasons")

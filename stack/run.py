@@ -40,14 +40,26 @@ STATE = "state.json"
 SITES: list[dict[str, Any]] = [
     {"dev": "hn-tower-a-01", "lat": 21.028511, "lon": 105.804817, "acc": 10,
      "site": {"building": "Tòa nhà Sông Hồng, tháp A", "address": "23 Phan Chu Trinh, Phường Cửa Nam, Thành phố Hà Nội",
-              "floor": "12", "room": "1203", "contact_phone": "+84 24 3825 0000", "province": "Thành phố Hà Nội"}},
+              "floor": "12", "room": "1203", "contact_phone": "+84 24 3825 0000", "province": "Thành phố Hà Nội"},
+     "facility": ["--type", "apartment", "--floors-above", "25", "--floors-below", "3", "--occupancy-day", "600",
+                  "--occupancy-night", "1400", "--hazard", "gas", "--water", "Trụ nước trước cổng, 15 m",
+                  "--contact", "Ban quản lý=+84 24 3825 0000", "--contact", "Bảo vệ=0901000001",
+                  "--contact", "Trưởng ban=0901000002"]},
     {"dev": "ld-market-01", "lat": 12.004470, "lon": 107.690710, "acc": 15,  # Đắk Nông is part of Lâm Đồng
      "site": {"building": "Chợ Gia Nghĩa", "address": "Đường Lê Duẩn, Phường Bắc Gia Nghĩa, Tỉnh Lâm Đồng",
-              "floor": "1", "room": "Khu B", "contact_phone": "+84 261 3544 000", "province": "Tỉnh Lâm Đồng"}},
+              "floor": "1", "room": "Khu B", "contact_phone": "+84 261 3544 000", "province": "Tỉnh Lâm Đồng"},
+     "facility": ["--type", "market", "--floors-above", "2", "--floors-below", "0", "--occupancy-day", "2000",
+                  "--occupancy-night", "20", "--hazard", "gas", "--hazard", "fuel",
+                  "--water", "Hồ Gia Nghĩa, 400 m", "--contact", "Ban quản lý chợ=+84 261 3544 000",
+                  "--contact", "Bảo vệ=0902000001", "--contact", "Phó ban=0902000002"]},
     {"dev": "hcm-school-01", "lat": 10.776889, "lon": 106.700806, "acc": 12,
      "site": {"building": "Trường THCS Nguyễn Du", "address": "139 Lý Tự Trọng, Phường Bến Thành, Thành phố Hồ Chí Minh",
               "floor": "3", "room": "Phòng 305", "contact_phone": "+84 28 3822 0000",
-              "province": "Thành phố Hồ Chí Minh"}},
+              "province": "Thành phố Hồ Chí Minh"},
+     "facility": ["--type", "school", "--floors-above", "4", "--floors-below", "0", "--occupancy-day", "1200",
+                  "--occupancy-night", "5", "--hazard", "none", "--water", "Trụ nước đường Lý Tự Trọng, 30 m",
+                  "--contact", "Văn phòng trường=+84 28 3822 0000", "--contact", "Hiệu trưởng=0903000001",
+                  "--contact", "Bảo vệ=0903000002"]},
 ]
 
 
@@ -109,6 +121,11 @@ class Stack:
         self.bridge = Bridge(self.dir, intake_bridge_config("local", self.dir / "bridge.db", mqtt, self.intake_url,
                                                             intake.token, intake.client))
         self.bridge.register([s["cfg"] for s in self.sites], board=self.board)
+        for s in self.sites:  # the facility record 114 receives with each alarm (docs/operator-guide.md)
+            if s.get("facility"):
+                r = self.bridge.cli("facilities", "set", s["cfg"]["site"]["building"], *s["facility"])
+                if r.returncode:
+                    raise StartError(f"facility of {s['cfg']['dev']}: {r.stderr.strip()}")
         self.bridge.start()
         self.bridge_conf = self.bridge.cfg_path
         say(f"  bridge     config {self.bridge_conf.relative_to(ROOT) if self.bridge_conf.is_relative_to(ROOT) else self.bridge_conf}")
@@ -160,7 +177,7 @@ class Stack:
         self.dir.mkdir(parents=True)
         if sites is None:
             sites = [{"cfg": device_config(s["dev"], 0, lat=s["lat"], lon=s["lon"], acc=s["acc"], site=s["site"],
-                                           telemetry_s=5)} for s in SITES[: self.count]]
+                                           telemetry_s=5), "facility": s.get("facility")} for s in SITES[: self.count]]
         self.sites = sites
         say("Starting Báo cháy 114 Edge locally (loopback only):")
         self.start_broker()

@@ -1,7 +1,8 @@
 """CAP 1.2 (OASIS Common Alerting Protocol) XML for one Report, in Vietnamese and English.
 
 The element order follows the OASIS schema (it is strict). The mapping from a report to msgType,
-urgency, severity and certainty is documented in docs/integration.md; keep the two in step.
+urgency, severity and certainty is documented in docs/integration.md; keep the two in step, and so
+the geocodes (the address's official 2025 unit codes) and the facility record's parameters.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 
-from ..report import Report
+from ..facility_types import hazard_name, type_name
+from ..report import Facility, Report
 
 NS = "urn:oasis:names:tc:emergency:cap:1.2"
 # characters CAP 1.2 forbids in identifier and sender (they delimit references and incidents)
 IDENTIFIER_OK = re.compile(r"[^\s,<&]+")
 RESTRICTION = "Fire and rescue services (114) and command centres only"
 HEADLINE_MAX = 160  # CAP recommends short headlines (SMS-sized)
+# <geocode> valueNames: CAP leaves them to the community; these name Vietnam's official codes of the
+# 2025 units (5-digit ward or commune, 2-digit province), as bridge/address.py derives them.
+GEOCODE_WARD = "VN-ward"
+GEOCODE_PROVINCE = "VN-province"
 
 EVENT_TEXT = {  # (report type, button kind) -> (vi, en)
     "alarm": ("Báo cháy", "Fire alarm"),
@@ -157,6 +163,37 @@ def parameters(report: Report) -> list[tuple[str, str]]:
     return [(k, v) for k, v in pairs if v]
 
 
+def _count(v: int | None) -> str:
+    return "" if v is None else str(v)
+
+
+def facility_parameters(f: Facility | None, lang: int) -> list[tuple[str, str]]:
+    """The facility record as parameters, names in the info's language where it has words."""
+    if f is None:
+        return []
+    pairs = [
+        ("facilityId", f.id),
+        ("facilityName", f.name),
+        ("facilityType", f.type),
+        ("facilityTypeName", type_name(f.type, lang) if f.type else ""),
+        ("floorsAboveGround", _count(f.floors_above)),
+        ("floorsBelowGround", _count(f.floors_below)),
+        ("occupancyDay", _count(f.occupancy_day)),
+        ("occupancyNight", _count(f.occupancy_night)),
+        ("hazards", ", ".join(f.hazards)),
+        ("hazardsText", "; ".join([hazard_name(h, lang) for h in f.hazards] + ([f.hazards_other] if f.hazards_other else []))),
+        ("waterSources", "; ".join(f.water_sources)),
+    ]
+    pairs += [(f"contact{i}", f"{name} {phone}".strip()) for i, (name, phone) in enumerate(f.contacts, 1)]
+    return [(k, v) for k, v in pairs if v]
+
+
+def geocodes(report: Report) -> list[tuple[str, str]]:
+    s = report.site
+    pairs = [(GEOCODE_WARD, s.ward_code), (GEOCODE_PROVINCE, s.province_code)]
+    return [(k, v) for k, v in pairs if v]
+
+
 def circle(report: Report) -> str:
     """ "lat,lon radius" in WGS-84 degrees and km; the radius is the location's accuracy (at least 1 m)."""
     loc = report.location
@@ -225,12 +262,16 @@ def build(
             _sub(info, "instruction", text)
         if report.site.contact_phone:
             _sub(info, "contact", report.site.contact_phone)
-        for name, value in parameters(report):
+        for name, value in parameters(report) + facility_parameters(report.facility, lang):
             param = _sub(info, "parameter")
             _sub(param, "valueName", name)
             _sub(param, "value", value)
         area = _sub(info, "area")
         _sub(area, "areaDesc", ", ".join(p for p in (report.site.building, report.site.address) if p))
         _sub(area, "circle", circle(report))
+        for name, value in geocodes(report):
+            code = _sub(area, "geocode")
+            _sub(code, "valueName", name)
+            _sub(code, "value", value)
     ET.indent(alert)
     return identifier, sent, ET.tostring(alert, encoding="utf-8", xml_declaration=True) + b"\n"

@@ -31,7 +31,8 @@ from urllib.parse import quote, urlsplit
 
 from firmware.protocol_host import MAX_INCIDENT, valid_incident
 
-from ..report import Outcome, Report
+from ..facility_types import FACILITY_TYPES
+from ..report import Facility, Outcome, Report
 
 UPDATE_KIND = {"cancel": "cancel", "restore": "restore", "alarm": "escalation"}
 DEFAULT_REASON = {
@@ -57,6 +58,26 @@ def _reporter(report: Report) -> dict:
     return {"device_id": report.device_id, "board": report.board, "contact_phone": report.site.contact_phone}
 
 
+def facility_body(f: Facility) -> dict:
+    """The report's `facility` object (docs/intake-api.md): the record as the operator wrote it, the
+    type's names beside its code so a receiver needs no copy of the list."""
+    names = FACILITY_TYPES.get(f.type)
+    return {
+        "id": f.id,
+        "name": f.name,
+        "type": f.type,
+        "type_name": {"vi": names[0], "en": names[1]} if names else None,
+        "floors_above": f.floors_above,
+        "floors_below": f.floors_below,
+        "occupancy_day": f.occupancy_day,
+        "occupancy_night": f.occupancy_night,
+        "hazards": list(f.hazards),
+        "hazards_other": f.hazards_other,
+        "water_sources": list(f.water_sources),
+        "contacts": [{"name": n, "phone": p} for n, p in f.contacts],
+    }
+
+
 def report_body(report: Report, incident_type: str = "fire", with_references: bool = False) -> dict:
     """The POST /v1/reports body for a report."""
     loc, site = report.location, report.site
@@ -79,12 +100,18 @@ def report_body(report: Report, incident_type: str = "fire", with_references: bo
         "floor": site.floor,
         "room": site.room,
         "province": site.province,
+        # the 2025 units' official codes 114 routes by; '' when the address was not recognised
+        "ward": site.ward,
+        "ward_code": site.ward_code,
+        "province_code": site.province_code,
         "reporter": _reporter(report),
         "confidence": _unit(report.confidence),
         "reasons": list(report.reasons),
         "readings": dict(report.readings),
         "media": [],
     }
+    if report.facility is not None:
+        body["facility"] = facility_body(report.facility)
     if with_references:
         body["references"] = report.references
     if report.late:

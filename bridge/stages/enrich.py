@@ -2,6 +2,8 @@
 
 Location: the device's GPS fix wins when it is fresh and accurate enough; otherwise the coordinates
 installed in the registry; the device's own `fixed` coordinates only when the registry has none.
+The site carries the address's official unit codes; the facility record, looked up by the caller,
+goes in as it is.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..report import Location, Report, Site
+from ..report import Facility, Location, Report, Site
 
 if TYPE_CHECKING:  # only its shape: the registry module opens the database
     from ..registry import Device
@@ -37,6 +39,9 @@ def site_of(device: Device) -> Site:
         room=device.room,
         contact_phone=device.contact_phone,
         province=device.province,
+        ward=device.ward,
+        ward_code=device.ward_code,
+        province_code=device.province_code,
         dc09_account=device.dc09_account,
         dc09_receiver=device.dc09_receiver,
         dc09_line=device.dc09_line,
@@ -53,6 +58,7 @@ def build_report(
     policy: LocationPolicy,
     incident_id: str | None = None,
     late: str | None = None,
+    facility: Facility | None = None,
 ) -> Report:
     references = incident_key if incident_key != event["id"] else None
     ts = event.get("ts")
@@ -73,4 +79,5 @@ def build_report(
         readings=dict(event.get("data") or {}),
         incident_id=incident_id if references else None,
         late=late,
+        facility=facility,
     )

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .. import db, pipeline
+from .. import db, facilities, pipeline
 from ..faults import clear_event, raise_fault
 from ..registry import Registry
 from ..report import Outcome, Report
@@ -375,7 +375,8 @@ class DeliveryWorker(threading.Thread):
         if ctx is None or time.monotonic() - self._contexts_at > CONTEXT_FRESH_S:  # slow sends: look again
             ctx = gather_contexts(self.conn, [row], lambda dev: device.building, self.verify_policy)[row["id"]]
         return pipeline.report_for(json.loads(row["body"]), device, ctx, row["received_at"], row["incident_key"],
-                                   self.location, incident_id=incident_id, late=row["late"])
+                                   self.location, incident_id=incident_id, late=row["late"],
+                                   facility=facilities.record_of(self.conn, device.building))
 
     def _flush(self, out: _Outcomes) -> None:
         """Write a batch's outcomes in one transaction, then tell the devices (after the commit). When

@@ -267,6 +267,7 @@ class StoreWriter(threading.Thread):
         if floor is not None and (highest is None or floor > highest):
             highest = floor
         verdict = classify(item.frame.body, ev["ctr"], row["body"] if row else None, highest, floor)
+        afters: list[After] = []
         late = None
         if verdict == LATE:
             late = f"counter {ev['ctr']} arrived after {highest}: sent again late, or overtaken"
@@ -295,6 +296,8 @@ class StoreWriter(threading.Thread):
                     (sink, eid, seq, item.received_at, item.received_at),
                 )
             self._device_faults(conn, ev)
+            if ev["type"] == "test":
+                afters.extend(self._test_received(conn, dev, item.received_at))
             previous = self._note_epoch(conn, dev, ep, item.received_at) if highest is None else None
             result = StoredResult(verdict, eid, dev, "stored", event=ev, late=late, new_epoch=previous)
         elif verdict == DUPLICATE:
@@ -303,7 +306,7 @@ class StoreWriter(threading.Thread):
             assert verdict in (CONFLICT, FORGOTTEN)
             record_reject(conn, verdict, dev)
             result = StoredResult(verdict, eid, dev, event=ev)
-        afters: list[After] = [lambda: self.on_result(result)]
+        afters.append(lambda: self.on_result(result))
         if item.settle:
             afters.append(item.settle)
         return afters
@@ -325,6 +328,16 @@ class StoreWriter(threading.Thread):
                      " ON CONFLICT(id) DO UPDATE SET epoch=excluded.epoch, epoch_at=excluded.epoch_at,"
                      " epoch_prev=excluded.epoch_prev", (dev, ep, at, before))
         return before
+
+    @staticmethod
+    def _test_received(conn, dev: str, at: float) -> list[After]:
+        """A test event, whatever its cause (the periodic test signal, a self-test): the device's test
+        path works. Its time feeds the test watch (bridge/workers/test_watch.py); its fault clears."""
+        conn.execute("INSERT INTO device_state (id, last_test) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET"
+                     " last_test=MAX(COALESCE(last_test, 0), excluded.last_test)", (dev, at))
+        if clear_fault(conn, "test-missed", device=dev, now=at):
+            return [lambda: log.info("periodic test received again: test-missed cleared", extra={"device": dev})]
+        return []
 
     @staticmethod
     def _device_faults(conn, ev: dict) -> None:

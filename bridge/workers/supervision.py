@@ -177,7 +177,8 @@ class Ticker(threading.Thread):
 
     def __init__(self, cfg: dict, bridge_id: str, version: str, *, registry, presence: Presence, writer, metrics,
                  conn: sqlite3.Connection, backlogs: dict, counts: dict, publish: Callable, shared: bool,
-                 stopping: threading.Event, clock: BridgeClock | None = None, link=None, storage=None, flood=None):
+                 stopping: threading.Event, clock: BridgeClock | None = None, link=None, storage=None, flood=None,
+                 tests=None):
         super().__init__(name="supervision", daemon=True)
         self.cfg = cfg
         self.bridge_id = bridge_id
@@ -199,6 +200,7 @@ class Ticker(threading.Thread):
         self._broker_said = 0.0  # monotonic time of the last "broker unreachable" log line
         self.storage = storage  # bridge/workers/storage_watch.py; None in tests that do without
         self.flood = flood  # bridge/workers/flood_watch.py; likewise
+        self.tests = tests  # bridge/workers/test_watch.py; likewise
 
     def run(self) -> None:
         check_s = float(self.cfg["supervision"]["check_s"])
@@ -292,6 +294,8 @@ class Ticker(threading.Thread):
             conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('alive', ?), ('bridge_id', ?), ('version', ?),"
                          " ('broker', ?)", (str(now), self.bridge_id, self.version, broker))
         self.writer.submit(job, droppable=not transitions)
+        if self.tests is not None:
+            self.tests.tick(self.conn, now, self.presence.started_at, judge=broker == "connected")
         on, off = self.presence.counts(devices)
         self.metrics.devices.labels("online").set(on)
         self.metrics.devices.labels("offline").set(off)
@@ -312,6 +316,8 @@ class Ticker(threading.Thread):
             "rates": {k + "_per_s": round((c1[k] - c0[k]) / dt, 2) for k in c1},
             "faults_open": self.conn.execute("SELECT COUNT(*) FROM faults WHERE open=1").fetchone()[0],
         }
+        if self.tests is not None:
+            body["tests_missed"] = self.tests.missed
         if self.storage is not None:
             body["storage"] = self.storage.health_part()
         self.publish(protocol_host.bridge_topic(self.bridge_id, "health"), json.dumps(body, separators=(",", ":")).encode(),

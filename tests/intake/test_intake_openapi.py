@@ -62,6 +62,23 @@ def test_required_fields_and_enums_match_the_validator():
     assert schemas["Time"]["pattern"] == schema.RFC3339_UTC_RE.pattern
 
 
+def test_the_facility_record_and_unit_codes_match_the_validator_and_the_bridge():
+    from bridge import facilities, facility_types
+
+    schemas = SPEC["components"]["schemas"]
+    fac = schemas["Facility"]["properties"]
+    assert tuple(fac["hazards"]["items"]["enum"]) == schema.HAZARDS == tuple(facility_types.HAZARDS)
+    for name, (lo, hi) in schema.FACILITY_RANGES.items():
+        assert (fac[name]["minimum"], fac[name]["maximum"]) == (lo, hi) == facilities.RANGES[name]
+    assert schemas["WardCode"]["pattern"] == schema.WARD_CODE_RE.pattern
+    assert schemas["ProvinceCode"]["pattern"] == schema.PROVINCE_CODE_RE.pattern
+    assert schemas["Contact"]["properties"]["phone"]["pattern"] == schema.PHONE_RE.pattern
+    for code in facility_types.FACILITY_TYPES:  # every code the bridge sends is named in the spec
+        assert code in fac["type"]["description"]
+    example = SPEC["paths"]["/v1/reports"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    assert schema.check_report(example)["facility"]["type"] in facility_types.FACILITY_TYPES
+
+
 def test_every_documented_operation_answers_as_documented(intake):
     status, _, opened = call(intake.port, "POST", "/v1/reports", valid_report_body(),
                              headers={"Idempotency-Key": event_id()})

@@ -10,8 +10,9 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from intake_harness import CLIENTS, OTHER_TOKEN, TOKEN, call, event_id, make_report, valid_report_body
+from intake_harness import CLIENTS, OTHER_TOKEN, SITE, TOKEN, call, event_id, make_report, valid_report_body
 
+from bridge.report import Facility
 from bridge.sinks import build_sink
 from bridge.sinks.intake_json import IntakeJsonSink, report_body
 from bridge.stages.deliver import DeliveryPolicy, after_send
@@ -333,3 +334,24 @@ def test_a_self_test_is_a_test_message_at_114_not_an_incident(intake, make_sink)
     assert status == 200
     [t] = [t for t in listing["tests"] if t["test_id"] == out.ref]
     assert t["device_id"] == "hn-a-0001" and t["cause"] == "selftest" and t["readings"] == {"pass": True}
+
+
+def test_the_periodic_test_signal_is_a_test_message_at_114(intake, make_sink):
+    out = make_sink(intake).send(make_report(type="test", cause="periodic", readings={}, reasons=()))
+    assert out.status == "accepted" and out.ref.startswith("114-test-"), out
+    [t] = [t for t in call(intake.port, "GET", "/v1/tests?limit=20")[2]["tests"] if t["test_id"] == out.ref]
+    assert t["cause"] == "periodic"
+
+
+def test_an_alarm_carries_the_facility_record_and_the_unit_codes(intake, make_sink):
+    site = dataclasses.replace(SITE, ward="Phường Láng", ward_code="00163", province_code="01")
+    facility = Facility(id="Toà nhà A", name="Toà nhà A", type="office", floors_above=9, occupancy_night=0,
+                        hazards=("none",), contacts=(("An", "0901234567"),))
+    out = make_sink(intake).send(make_report(site=site, facility=facility))
+    assert out.status == "accepted", out
+    got = call(intake.port, "GET", f"/v1/incidents/{out.ref}")[2]
+    assert (got["ward"], got["ward_code"], got["province_code"]) == ("Phường Láng", "00163", "01")
+    f = got["facility"]
+    assert (f["type"], f["type_name"]["en"], f["floors_above"], f["floors_below"]) == (
+        "office", "Offices, seat of an agency", 9, None)
+    assert (f["occupancy_night"], f["hazards"], f["contacts"]) == (0, ["none"], [{"name": "An", "phone": "0901234567"}])

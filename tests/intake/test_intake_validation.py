@@ -68,6 +68,27 @@ BAD_FIELDS = [
     ("media", [{"url": "ftp://example.invalid/a.jpg"}], "media[0].url"),
     ("media", [{"url": "https://example.invalid/a.jpg", "kind": "smell"}], "media[0].kind"),
     ("references", 17, "references"),
+    ("ward", "w" * 65, "ward"),
+    ("ward_code", "163", "ward_code"),
+    ("ward_code", 163, "ward_code"),
+    ("province_code", "001", "province_code"),
+    ("facility", "Toà nhà A", "facility"),
+    ("facility.id", REMOVE, "facility.id"),
+    ("facility.name", "n" * 121, "facility.name"),
+    ("facility.type", "Apartment Building", "facility.type"),
+    ("facility.type_name", "Nhà chung cư", "facility.type_name"),
+    ("facility.floors_above", 201, "facility.floors_above"),
+    ("facility.floors_below", 2.5, "facility.floors_below"),
+    ("facility.occupancy_day", -1, "facility.occupancy_day"),
+    ("facility.occupancy_night", "450", "facility.occupancy_night"),
+    ("facility.hazards", "gas", "facility.hazards"),
+    ("facility.hazards", ["gas", "plutonium"], "facility.hazards[1]"),
+    ("facility.hazards", ["none", "gas"], "facility.hazards"),
+    ("facility.hazards_other", 5, "facility.hazards_other"),
+    ("facility.water_sources", ["w" * 201], "facility.water_sources[0]"),
+    ("facility.contacts", [{"name": "An"}], "facility.contacts[0].phone"),
+    ("facility.contacts", [{"phone": "12ab"}], "facility.contacts[0].phone"),
+    ("facility.contacts", [{"phone": "0901234567"}] * 11, "facility.contacts"),
 ]
 
 
@@ -79,6 +100,23 @@ def test_a_bad_field_is_422_naming_it(intake, path, value, field):
     assert body["error"] == "invalid_report"
     assert body["field"] == field
     assert field in body["message"]
+
+
+def test_a_report_without_facility_or_codes_and_a_record_of_unknowns_are_accepted(intake):
+    bare = valid_report_body()
+    for k in ("facility", "ward", "ward_code", "province_code"):
+        del bare[k]
+    assert post_report(intake, bare)[0] == 201
+    unknown = edit("facility", {"id": "Chợ B", "floors_above": None, "hazards": [], "contacts": []})
+    unknown["ward_code"] = unknown["province_code"] = ""  # an address the bridge did not recognise
+    assert post_report(intake, unknown)[0] == 201
+
+
+def test_a_periodic_test_signal_is_a_test_message(intake):
+    body = edit("event_type", "test")
+    body["cause"] = "periodic"
+    status, _, answer = post_report(intake, body)
+    assert status == 201 and answer["status"] == "test", answer
 
 
 def test_cancel_needs_references_and_prealarm_may_not_carry_one(intake):

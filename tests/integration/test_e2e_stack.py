@@ -49,6 +49,14 @@ def test_press_reaches_intake_with_location_and_address(stack):
     assert site["site"]["address"] in text and site["site"]["building"] in text
     assert str(site["lat"]) in text and str(site["lon"]) in text
     assert "ld-market-01" in text
+    # what 114 sizes a response by: the facility record and the 2025 units' official codes
+    assert (incident["ward"], incident["ward_code"]) == ("Phường Bắc Gia Nghĩa", "24611")
+    assert incident["province_code"] == "68"  # Lâm Đồng
+    f = incident["facility"]
+    assert (f["id"], f["type"], f["floors_above"], f["occupancy_day"], f["occupancy_night"]) == (
+        site["site"]["building"], "market", 2, 2000, 20)
+    assert f["hazards"] == ["gas", "fuel"] and f["water_sources"] == ["Hồ Gia Nghĩa, 400 m"]
+    assert [c["phone"] for c in f["contacts"]] == ["+842613544000", "0902000001", "0902000002"]
 
     # the other board's site is not mixed in, and the intake holds exactly one incident
     assert len(stack.intake.incidents()) == 1 and incident["client"] == stack.intake.client

@@ -6,7 +6,7 @@ import pytest
 from cap_check import NS, check
 from sink_helpers import SITE, follow_up, make_report
 
-from bridge.report import Location
+from bridge.report import Facility, Location
 from bridge.sinks import cap_xml
 from bridge.sinks.cap import CapSink
 
@@ -161,3 +161,41 @@ def test_schema_check_catches_a_z_timestamp():
     xml = cap_xml.build(ORIGINAL, "s@x", [])[2].replace(b"+07:00</sent>", b"Z</sent>")
     with pytest.raises(AssertionError):
         check(xml)
+
+
+FACILITY = Facility(id="Tòa nhà Sông Hồng", name="Tòa nhà Sông Hồng", type="apartment", floors_above=25,
+                    floors_below=3, occupancy_day=600, occupancy_night=1400, hazards=("gas", "fuel"),
+                    hazards_other="kho sơn tầng hầm", water_sources=("Trụ nước trước cổng, 15 m",),
+                    contacts=(("Ban quản lý", "+842438250000"), ("Bảo vệ", "0901000001")))
+
+
+def test_the_unit_codes_are_geocodes_and_the_facility_record_parameters_in_each_language():
+    site = dataclasses.replace(SITE, ward="Phường Cửa Nam", ward_code="00073", province_code="01")
+    root = check(cap_xml.build(make_report(site=site, facility=FACILITY), "s@x", [])[2])
+    vi, en = root.findall("cap:info", NS)
+    for info in (vi, en):
+        geo = [(g.findtext("cap:valueName", namespaces=NS), g.findtext("cap:value", namespaces=NS))
+               for g in info.iterfind("cap:area/cap:geocode", NS)]
+        assert geo == [("VN-ward", "00073"), ("VN-province", "01")]
+    params = [{p.findtext("cap:valueName", namespaces=NS): p.findtext("cap:value", namespaces=NS)
+               for p in info.iterfind("cap:parameter", NS)} for info in (vi, en)]
+    for p in params:
+        assert (p["facilityId"], p["facilityType"], p["floorsAboveGround"], p["floorsBelowGround"]) == (
+            "Tòa nhà Sông Hồng", "apartment", "25", "3")
+        assert (p["occupancyDay"], p["occupancyNight"], p["hazards"]) == ("600", "1400", "gas, fuel")
+        assert p["waterSources"] == "Trụ nước trước cổng, 15 m"
+        assert (p["contact1"], p["contact2"]) == ("Ban quản lý +842438250000", "Bảo vệ 0901000001")
+        assert "contact3" not in p
+    assert params[0]["facilityTypeName"].startswith("Nhà chung cư")
+    assert params[1]["facilityTypeName"].startswith("Apartment building")
+    assert params[0]["hazardsText"].endswith("; kho sơn tầng hầm") and "Fuel gas" in params[1]["hazardsText"]
+
+
+def test_without_codes_or_facility_there_is_no_geocode_and_no_facility_parameter():
+    root = check(cap_xml.build(ORIGINAL, "s@x", [])[2])
+    assert texts(root, "cap:info/cap:area/cap:geocode/cap:value") == []
+    assert not [n for n in texts(root, "cap:info/cap:parameter/cap:valueName") if n.startswith("facility")]
+    unknown = Facility(id="Chợ B")  # a record with nothing but its id: only the id goes out
+    root = check(cap_xml.build(make_report(facility=unknown), "s@x", [])[2])
+    assert [n for n in texts(root, "cap:info[1]/cap:parameter/cap:valueName") if n.startswith("facility")] == [
+        "facilityId"]
