@@ -22,6 +22,8 @@ DEFAULTS = {
     # Unix seconds the clock is raised to at start-up when it reads earlier (when `new-device` made
     # the record): TLS refuses certificates "not yet valid" on a clock that counts from 2000
     "clock_floor": 0,
+    # a `test` event (cause periodic) this often, for the receiving end's supervision; 0 turns it off
+    "test_s": 86400,
 }
 MQTT_DEFAULTS = {"port": 1883, "tls": False, "keepalive": 30, "user": None, "password": None,
                  "ca": None, "server_hostname": None, "tls_insecure": False}
@@ -86,7 +88,7 @@ def validate(raw):
         raise ConfigError("loc: lat/lon out of range")
     loc.setdefault("acc", 15)
     for key in ("telemetry_s", "cancel_window_s", "hold_cancel_ms", "debounce_ms", "outbox_max",
-                "net_restart_s", "net_reboot_s", "clock_floor"):
+                "net_restart_s", "net_reboot_s", "clock_floor", "test_s"):
         if _need(cfg, key, int, "device config") < 0:
             raise ConfigError("device config: '%s' must not be negative" % key)
     if cfg["outbox_max"] < 4:
