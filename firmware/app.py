@@ -32,6 +32,7 @@ class App:
         self.heap_base = 0
         self.mq = None
         self.sensing = None
+        self.panel = None
         self.rig = False
         self.dev = None
         self.lowmem = 0  # MemoryErrors survived (a fragmented heap); shown by `heap` and `status`
@@ -94,6 +95,8 @@ class App:
                  self.mq.run()]
         if self.sensing:
             tasks.append(self.sensing.run())
+        if self.panel:
+            tasks.append(self.panel.run())
         # Collect after every 16 KB allocated, so the sampled peak stays near the live peak, and
         # note what the loaded code itself takes (in flash on a board with frozen modules or ROMFS).
         gc.collect()
@@ -126,6 +129,10 @@ class App:
 
             rig.register(self, self.console)
         self._start_sensing()
+        if self.board.panel:  # only a board with panel inputs loads their code
+            import panel
+
+            self.panel = panel.start(self)
         self._make_client()
         from linkwatch import LinkWatch
 
@@ -228,6 +235,8 @@ class App:
     def _on_stage(self, eid, stage, incident):
         if self.cp.progress(eid, stage, incident):
             self.show()
+        if self.panel:
+            self.panel.stage(eid, stage)
 
     def _low_memory(self):
         """A MemoryError caught by one of the loops: the heap is too fragmented for one request
@@ -241,6 +250,8 @@ class App:
             n += self.delivery.lowmem
         if self.sensing:
             n += self.sensing.lowmem
+        if self.panel:
+            n += self.panel.lowmem
         return n
 
     # -- MQTT callbacks ---------------------------------------------------------------------------
