@@ -17,6 +17,7 @@ from protocol import OFFLINE, Refused, birth_body, check_ack, check_message, dum
 
 _BUTTON_POLL_MS = const(10)
 _MAX_CONSOLE_LINE = const(1024)
+_TEST_STEP_S = const(600)  # the time left to the periodic test is kept on flash this often
 
 
 class App:
@@ -31,6 +32,7 @@ class App:
         self.heap_base = 0
         self.mq = None
         self.sensing = None
+        self.panel = None
         self.rig = False
         self.dev = None
         self.lowmem = 0  # MemoryErrors survived (a fragmented heap); shown by `heap` and `status`
@@ -93,6 +95,8 @@ class App:
                  self.mq.run()]
         if self.sensing:
             tasks.append(self.sensing.run())
+        if self.panel:
+            tasks.append(self.panel.run())
         # Collect after every 16 KB allocated, so the sampled peak stays near the live peak, and
         # note what the loaded code itself takes (in flash on a board with frozen modules or ROMFS).
         gc.collect()
@@ -125,6 +129,10 @@ class App:
 
             rig.register(self, self.console)
         self._start_sensing()
+        if self.board.panel:  # only a board with panel inputs loads their code
+            import panel
+
+            self.panel = panel.start(self)
         self._make_client()
         from linkwatch import LinkWatch
 
@@ -227,6 +235,8 @@ class App:
     def _on_stage(self, eid, stage, incident):
         if self.cp.progress(eid, stage, incident):
             self.show()
+        if self.panel:
+            self.panel.stage(eid, stage)
 
     def _low_memory(self):
         """A MemoryError caught by one of the loops: the heap is too fragmented for one request
@@ -240,6 +250,8 @@ class App:
             n += self.delivery.lowmem
         if self.sensing:
             n += self.sensing.lowmem
+        if self.panel:
+            n += self.panel.lowmem
         return n
 
     # -- MQTT callbacks ---------------------------------------------------------------------------
@@ -359,7 +371,7 @@ class App:
     async def _housekeeping(self):
         """Keep the network up (Wi-Fi drops and returns), set the clock once it is, and send
         telemetry every telemetry_s seconds (the bridge's supervision heartbeat)."""
-        net_at = None
+        net_at = test_at = None
         tele_at = ticks_ms()
         while True:
             now = ticks_ms()
@@ -376,11 +388,29 @@ class App:
                     net_at = None  # join again on the next pass
                 if self._outbox_fault:
                     self._check_outbox()  # drained by the bridge's acks: restore
+                test_at = self._periodic_test(now, test_at)
             except MemoryError:
                 self._low_memory()
             except Exception as e:  # a network stack error on the chip (OSError): try again later
                 self.console.error("net", e)
             await asyncio.sleep_ms(500)
+
+    def _periodic_test(self, now, at):
+        """A `test` event every test_s seconds, the receiving end's proof that the path is alive.
+        The seconds left are kept on flash and a step is taken off as each step begins (a boot
+        begins one), so reboots bring the test closer and never postpone it. `at`: ticks when the
+        last step began (None: none yet); returns it. Names new to the device are few: each one
+        interned costs heap (a panic button's fills its qstr pool near the brim)."""
+        period = self.cfg["test_s"]
+        step = min(_TEST_STEP_S, period // 4) or 1
+        if period <= 0 or (at is not None and ticks_diff(now, at) < step * 1000):
+            return at
+        left = min(self.counters.get("test_left_s", period), period) - step
+        if left <= 0:
+            self.raise_event("test", "periodic", {"test_s": period})
+            left = period
+        self.counters.set("test_left_s", left)
+        return now
 
     async def _watch_link(self, now):
         w = self.linkwatch

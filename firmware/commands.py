@@ -73,6 +73,8 @@ def status(args):
                     "mqtt_detail": mq.detail if mq else None, "mqtt_attempts": mq.stats["attempts"] if mq else 0,
                     "net": a.board.isconnected(), "outbox": len(a.delivery),
                     "last_event": a.last_event, "sensors": a.sensor_health(), "test_rig": a.rig})
+        if a.panel:
+            out["panel"] = a.panel.status()
     return out
 
 

@@ -3,6 +3,7 @@
 # fault on the indicator and the console instead of crash-looping.
 import json
 
+from compat import const
 from sign import parse_key
 
 DEFAULTS = {
@@ -22,7 +23,12 @@ DEFAULTS = {
     # Unix seconds the clock is raised to at start-up when it reads earlier (when `new-device` made
     # the record): TLS refuses certificates "not yet valid" on a clock that counts from 2000
     "clock_floor": 0,
+    # a `test` event (cause periodic) this often, for the receiving end's supervision; 0 turns it off
+    "test_s": 86400,
+    # a panel input's state counts once it has held this long (EN 54-21 routing equipment)
+    "panel_confirm_ms": 1000,
 }
+_PANEL_CONFIRM_MAX_MS = const(60000)  # longer would hold a fire alarm back from 114 for over a minute
 MQTT_DEFAULTS = {"port": 1883, "tls": False, "keepalive": 30, "user": None, "password": None,
                  "ca": None, "server_hostname": None, "tls_insecure": False}
 
@@ -86,7 +92,7 @@ def validate(raw):
         raise ConfigError("loc: lat/lon out of range")
     loc.setdefault("acc", 15)
     for key in ("telemetry_s", "cancel_window_s", "hold_cancel_ms", "debounce_ms", "outbox_max",
-                "net_restart_s", "net_reboot_s", "clock_floor"):
+                "net_restart_s", "net_reboot_s", "clock_floor", "test_s", "panel_confirm_ms"):
         if _need(cfg, key, int, "device config") < 0:
             raise ConfigError("device config: '%s' must not be negative" % key)
     if cfg["outbox_max"] < 4:
@@ -95,6 +101,15 @@ def validate(raw):
     for key, least in (("net_restart_s", 10), ("net_reboot_s", 30)):
         if 0 < cfg[key] < least:
             raise ConfigError("device config: '%s' must be 0 (off) or at least %d" % (key, least))
+    if cfg["panel_confirm_ms"] > _PANEL_CONFIRM_MAX_MS:
+        raise ConfigError("device config: 'panel_confirm_ms' must be at most %d" % _PANEL_CONFIRM_MAX_MS)
+    zones = cfg.get("panel_zones")
+    if zones is not None:
+        if not isinstance(zones, dict):
+            raise ConfigError("device config: 'panel_zones' must be an object of input name -> zone text")
+        for k in zones:
+            if not isinstance(zones[k], str) or not 0 < len(zones[k]) <= 100:
+                raise ConfigError("device config: 'panel_zones.%s' must be a text of 1..100 characters" % k)
     cfg.setdefault("site", {})
     cfg.setdefault("wifi", None)
     return cfg

@@ -7,7 +7,7 @@ _ERROR_EVERY_MS = const(10000)  # one `error` line per loop this often; the rest
 
 # The test-rig commands (rig.py registers them only when the rig is enabled); named here so that a
 # device without the rig says why it refuses them, without loading the rig.
-RIG_COMMANDS = ("press", "button", "net", "hang", "hog", "sensor", "nmea", "fail")
+RIG_COMMANDS = ("press", "button", "net", "hang", "hog", "sensor", "nmea", "fail", "panel")
 
 
 class Console:

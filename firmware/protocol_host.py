@@ -58,15 +58,21 @@ def split_topic(t, kinds=DEVICE_KINDS):
 
 
 # -- events ---------------------------------------------------------------------------------
-ALARM_CAUSES = ("button", "heat", "smoke", "multi")
 SENSOR_CAUSES = ("heat", "smoke", "multi")
-FAULT_CAUSES = ("config", "sensor", "i2c", "battery", "tamper", "gps", "chamber", "watchdog", "outbox", "network")
+# A fire alarm panel's relays through the transmitter's supervised inputs (docs/transmitter.md):
+# `panel` its fire relay (an alarm, restored when the relay opens again), `panel-fault` its own
+# fault relay, and the wiring faults of a supervised line. None of them is a sensor's.
+PANEL_CAUSES = ("panel",)
+PANEL_FAULT_CAUSES = ("panel-fault", "line-open", "line-short")
+ALARM_CAUSES = ("button",) + SENSOR_CAUSES + PANEL_CAUSES
+FAULT_CAUSES = ("config", "sensor", "i2c", "battery", "tamper", "gps", "chamber", "watchdog", "outbox",
+                "network") + PANEL_FAULT_CAUSES
 CAUSES = {
     "alarm": ALARM_CAUSES,
-    "prealarm": ALARM_CAUSES,
+    "prealarm": ("button",) + SENSOR_CAUSES,  # a panel's relay is closed or open: no prealarm
     "fault": FAULT_CAUSES,
-    "restore": FAULT_CAUSES + SENSOR_CAUSES,  # a fault cleared, or a sensor alarm cleared
-    "test": ("selftest",),
+    "restore": FAULT_CAUSES + SENSOR_CAUSES + PANEL_CAUSES,  # a fault cleared, a sensor or panel alarm cleared
+    "test": ("selftest", "periodic"),  # periodic: every test_s seconds, proof of a live path
 }  # cancel: any short word (the firmware sends "button")
 LOC_SOURCES = ("gps", "fixed")
 

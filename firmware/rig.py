@@ -120,6 +120,13 @@ def nmea(args):
     return {"ok": True, "valid": parse(line) is not None}
 
 
+def panel(args):
+    """Set a simulated panel input's line (panel.rig: its arguments)."""
+    import panel
+
+    return panel.rig(_app, args)
+
+
 # What `fail` can break: (object on the app, method), each a step one of the loops runs.
 _FAIL_AT = {"button": ("board", "button_pressed"), "network": ("board", "connect_network"),
             "indicator": ("board", "led"), "flash": ("outbox", "read"), "watchdog": ("board", "wdt_feed"),

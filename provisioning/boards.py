@@ -6,11 +6,14 @@ pins, a filesystem that ends at the end of flash) are beyond what a JSON schema 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from firmware.panel import STATES, nominal, thresholds
 
 from .errors import ProvisionError
 
@@ -28,7 +31,7 @@ SENSORS = {"bme680": "i2c", "gps": "gps_uart", "smoke": "smoke_adc"}  # sensor -
 FS_KEYS = ("offset", "size", "block_size", "read_size", "prog_size", "lookahead")
 REQUIRED = ("chip", "flash_size", "firmware_offset", "filesystem", "usb", "power", "supervision", "pins",
             "sensors")
-OPTIONAL = ("description",)
+OPTIONAL = ("description", "panel")
 
 # Which GPIOs exist, which can drive an output, which are on ADC1 (ADC2 is unusable with Wi-Fi on).
 _ESP32_GPIO = set(range(0, 40)) - {20, 24, 28, 29, 30, 31} - set(range(6, 12))  # 6-11: SPI flash
@@ -50,8 +53,22 @@ PIN_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] =
     "gps_uart": (("id", "tx", "rx", "baud"), ("tx", "rx"), ("tx",)),
     "smoke_adc": (("pin", "atten"), ("pin",), ()),
     "battery_adc": (("pin", "atten", "divider", "full_v", "empty_v"), ("pin",), ()),
+    "ack_output": (("pin", "active"), ("pin",), ("pin",)),
 }
 ADC_ENTRIES = ("smoke_adc", "battery_adc")
+
+# Panel inputs (docs/transmitter.md): the resistor network and the inputs on it.
+PANEL_KEYS = ("supply_v", "r_pull", "r_eol", "r_alarm", "inputs")
+PANEL_INPUT_KEYS = ("name", "role", "pin", "atten", "zone")
+PANEL_ROLES = ("fire", "fault")
+PANEL_MAX_INPUTS = 8
+SUPPLY_V = (1.8, 3.6)  # an ESP32 pin takes no more than its own supply
+OHMS = (100, 1000000)
+# What the ESP32's ADC reads with calibration, per attenuation (Espressif's ADC guide): the range it
+# reads accurately, and what it reads at full scale (an open line). The C3 and S3 read at least as far.
+ADC_RANGE_V = {"0db": (0.10, 0.95, 1.0), "2_5db": (0.10, 1.25, 1.3), "6db": (0.15, 1.75, 1.9),
+               "11db": (0.15, 2.45, 3.0)}
+BAND_GAP = 0.1  # adjacent nominal voltages at least this share of supply_v apart: noise and tolerances
 
 
 class BoardError(ProvisionError):
@@ -85,6 +102,7 @@ class Board:
     pins: dict[str, dict[str, Any]]
     sensors: tuple[str, ...]
     description: str = ""
+    panel: dict[str, Any] | None = None
 
     @property
     def flash_bytes(self) -> int:
@@ -104,7 +122,7 @@ class Board:
             "power": self.power,
             "supervision": self.supervision,
             "usb": self.usb,
-        }
+        } | ({"panel": self.panel} if self.panel else {})
 
 
 def _int(board: str, key: str, v: Any, minimum: int = 0) -> int:
@@ -183,6 +201,87 @@ def _pins(name: str, chip: str, raw: Any) -> dict[str, dict[str, Any]]:
     return raw
 
 
+def _used_gpios(pins: dict[str, dict[str, Any]]) -> dict[int, str]:
+    return {spec[key]: f"pins.{entry}.{key}" for entry, spec in pins.items() for key in PIN_KINDS[entry][1]}
+
+
+def _number(board: str, key: str, v: Any, lo: float, hi: float) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
+        raise BoardError(f"board '{board}': '{key}' must be a number {lo:g}..{hi:g}, got {v!r}")
+    return v
+
+
+def _panel(name: str, chip: str, raw: Any, pins: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The panel's resistor network and inputs: values in range, inputs on free ADC1 pins, and four
+    bands the ADC can tell apart."""
+    if not isinstance(raw, dict):
+        raise BoardError(f"board '{name}': 'panel' must be a mapping with {', '.join(PANEL_KEYS)}")
+    for key in raw:
+        if key not in PANEL_KEYS:
+            raise BoardError(f"board '{name}': unknown key 'panel.{key}' (known: {', '.join(PANEL_KEYS)})")
+    for key in PANEL_KEYS:
+        if key not in raw:
+            raise BoardError(f"board '{name}': missing 'panel.{key}'")
+    _number(name, "panel.supply_v", raw["supply_v"], *SUPPLY_V)
+    for key in ("r_pull", "r_eol", "r_alarm"):
+        _number(name, f"panel.{key}", raw[key], *OHMS)
+    v = nominal(raw)
+    for k in range(3):
+        if v[k + 1] - v[k] < BAND_GAP * raw["supply_v"]:
+            raise BoardError(
+                f"board '{name}': the panel's {STATES[k]} and {STATES[k + 1]} voltages ({v[k]:.2f} V, "
+                f"{v[k + 1]:.2f} V) are closer than {BAND_GAP * raw['supply_v']:.2f} V: choose r_pull, r_eol "
+                f"and r_alarm further apart (docs/transmitter.md)")
+    inputs = raw["inputs"]
+    if not isinstance(inputs, list) or not 0 < len(inputs) <= PANEL_MAX_INPUTS:
+        raise BoardError(f"board '{name}': 'panel.inputs' must be a list of 1..{PANEL_MAX_INPUTS} inputs")
+    used = _used_gpios(pins)
+    names: set[str] = set()
+    edge_open = thresholds(raw)[2]
+    for n, spec in enumerate(inputs):
+        where = f"panel.inputs[{n}]"
+        if not isinstance(spec, dict):
+            raise BoardError(f"board '{name}': '{where}' must be a mapping")
+        for key in spec:
+            if key not in PANEL_INPUT_KEYS:
+                raise BoardError(f"board '{name}': unknown key '{where}.{key}' (known: {', '.join(PANEL_INPUT_KEYS)})")
+        needed = ("name", "role") if chip == "virtual" else ("name", "role", "pin", "atten")
+        for key in needed:
+            if key not in spec:
+                raise BoardError(f"board '{name}': missing '{where}.{key}'")
+        iname = spec["name"]
+        if not isinstance(iname, str) or not re.fullmatch(r"[a-z0-9_-]{1,16}", iname):
+            raise BoardError(f"board '{name}': '{where}.name' must be 1-16 of a-z 0-9 _ -, got {iname!r}")
+        if iname in names:
+            raise BoardError(f"board '{name}': '{where}.name' {iname!r} is used by another input")
+        names.add(iname)
+        _choice(name, f"{where}.role", spec["role"], PANEL_ROLES)
+        zone = spec.get("zone")
+        if zone is not None and (not isinstance(zone, str) or not 0 < len(zone) <= 100):
+            raise BoardError(f"board '{name}': '{where}.zone' must be a text of 1..100 characters")
+        if "pin" in spec:
+            gpio = _int(name, f"{where}.pin", spec["pin"])
+            if chip in ADC1 and gpio not in ADC1[chip]:
+                raise BoardError(f"board '{name}': '{where}.pin' GPIO{gpio} is not an ADC1 pin on {chip} "
+                                 f"(ADC2 cannot be read while Wi-Fi is on)")
+            if gpio in used:
+                raise BoardError(f"board '{name}': '{where}.pin' GPIO{gpio} is already used by {used[gpio]}")
+            used[gpio] = f"{where}.pin"
+        if "atten" in spec:
+            lo, hi, full = ADC_RANGE_V[_choice(name, f"{where}.atten", spec["atten"], ATTEN)]
+            for state, volts in (("active", v[1]), ("normal", v[2])):
+                if not lo <= volts <= hi:
+                    raise BoardError(f"board '{name}': '{where}.atten' {spec['atten']} reads {lo:g}-{hi:g} V well, "
+                                     f"but the line reads {volts:.2f} V when {state}: choose another attenuation "
+                                     f"or other resistors")
+            if min(full, raw["supply_v"]) <= edge_open:
+                raise BoardError(f"board '{name}': '{where}.atten' {spec['atten']} reads at most {full:g} V, below "
+                                 f"the open-line edge {edge_open:.2f} V: a cut line would read as normal")
+    if not any(i["role"] == "fire" for i in inputs):
+        raise BoardError(f"board '{name}': 'panel.inputs' has no input with role fire")
+    return raw
+
+
 def validate_board(name: str, raw: Any) -> Board:
     if not isinstance(raw, dict):
         raise BoardError(f"board '{name}': entry must be a mapping")
@@ -202,6 +301,7 @@ def validate_board(name: str, raw: Any) -> Board:
     if fs.offset < 0x10000:
         raise BoardError(f"board '{name}': 'filesystem.offset' overlaps the bootloader and firmware")
     pins = _pins(name, chip, raw["pins"])
+    panel = _panel(name, chip, raw["panel"], pins) if "panel" in raw else None
     sensors = raw["sensors"]
     if not isinstance(sensors, list):
         raise BoardError(f"board '{name}': 'sensors' must be a list")
@@ -226,6 +326,7 @@ def validate_board(name: str, raw: Any) -> Board:
         pins=pins,
         sensors=tuple(sensors),
         description=str(raw.get("description", "")),
+        panel=panel,
     )
 
 

@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wifi-password")
     p.add_argument("--telemetry-s", type=int, default=60)
     p.add_argument("--cancel-window-s", type=int, default=30)
+    p.add_argument("--test-s", type=int, default=86400,
+                   help="a periodic test event this often, in seconds (default 86400, a day; 0: none)")
+    p.add_argument("--panel-confirm-ms", type=int, default=1000,
+                   help="boards with panel inputs: how long an input's state must hold before it counts "
+                        "(default 1000 ms)")
     p.add_argument("--test-rig", action="store_true",
                    help="accept sensor/press injection over the console (bench and test boards only)")
     p.add_argument("--dc09-account", default="", help="SIA DC-09 account (3-16 hex digits), when used")
@@ -223,6 +228,7 @@ def cmd_new_device(a) -> int:
     net = Network(broker_host=a.broker_host, broker_port=port, tls=not a.no_tls, keepalive=a.keepalive,
                   wifi_ssid=a.wifi_ssid, wifi_password=a.wifi_password or os.environ.get("BAOCHAY_WIFI_PASSWORD"),
                   telemetry_s=a.telemetry_s, cancel_window_s=a.cancel_window_s, test_rig=a.test_rig,
+                  test_s=a.test_s, panel_confirm_ms=a.panel_confirm_ms,
                   ca_cert=read_ca_cert(a.ca_cert) if a.ca_cert else None)
     if a.csv:
         r = create_from_csv(a.csv, a.devices_dir, net, a.boards)

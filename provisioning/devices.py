@@ -46,6 +46,8 @@ class Network:
     wifi_password: str | None = None
     telemetry_s: int = 60
     cancel_window_s: int = 30
+    test_s: int = 86400  # the periodic `test` event, on every device; 0: off
+    panel_confirm_ms: int = 1000  # how long a panel input's state must hold (boards with a panel)
     test_rig: bool = False
     ca_cert: bytes | None = None  # DER: the CA that signed the broker's certificate (read_ca_cert)
 
@@ -80,6 +82,17 @@ def check_location(lat: float, lon: float, acc: int) -> None:
         raise DeviceError("location accuracy must not be negative")
 
 
+PANEL_CONFIRM_MAX_MS = 60000  # as firmware/config.py: longer holds a fire alarm back over a minute
+
+
+def check_timing(net: Network) -> None:
+    """The periodic test and the panel's confirmation time, in the ranges the firmware takes."""
+    if net.test_s < 0:
+        raise DeviceError(f"--test-s {net.test_s}: must be 0 (no periodic test) or a number of seconds")
+    if not 0 <= net.panel_confirm_ms <= PANEL_CONFIRM_MAX_MS:
+        raise DeviceError(f"--panel-confirm-ms {net.panel_confirm_ms}: must be 0..{PANEL_CONFIRM_MAX_MS}")
+
+
 def device_config(dev_id: str, board: str, site: Site, net: Network) -> dict[str, Any]:
     """A fresh /device.json: new 32-byte key and new broker password."""
     wifi = {"ssid": net.wifi_ssid, "password": net.wifi_password or ""} if net.wifi_ssid else None
@@ -107,6 +120,7 @@ def device_config(dev_id: str, board: str, site: Site, net: Network) -> dict[str
         },
         "telemetry_s": net.telemetry_s,
         "cancel_window_s": net.cancel_window_s,
+        "test_s": net.test_s,
         "test_rig": net.test_rig,
     }
 
@@ -158,8 +172,9 @@ def create_device(devices_dir: Path, dev_id: str, board: str, site: Site, net: N
                   boards_yaml: Path = BOARDS_YAML) -> Path:
     """Create var/devices/<id>/device.json; refuses an id that already exists."""
     check_id(dev_id)
-    get_board(board, boards_yaml)
+    panel = get_board(board, boards_yaml).panel
     check_location(site.lat, site.lon, site.acc)
+    check_timing(net)
     if site.dc09.get("account") and not HEX_RE.match(site.dc09["account"]):
         raise DeviceError(f"device '{dev_id}': DC-09 account must be 3-16 hex digits")
     if net.ca_cert is not None and not net.tls:
@@ -171,6 +186,8 @@ def create_device(devices_dir: Path, dev_id: str, board: str, site: Site, net: N
     d.mkdir(mode=0o700, exist_ok=True)
     os.chmod(d, 0o700)
     cfg = device_config(dev_id, board, site, net)
+    if panel:
+        cfg["panel_confirm_ms"] = net.panel_confirm_ms
     # the device's clock never reads earlier than this (firmware/config.py): TLS needs a date, and
     # a record's builds stay byte for byte the same
     cfg["clock_floor"] = int(time.time())

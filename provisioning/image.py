@@ -32,7 +32,7 @@ KEEP_SOURCE = ("main.py", "boot.py")
 LIB = "/lib"
 # Modules only the virtual board or the host loads: left out of a real chip's image.
 HOST_ONLY = ("protocol_host.py", "board/contract.py", "board/filedev.py", "board/vboot.py",
-             "board/virtual.py", "board/virtual_sensors.py")
+             "board/virtual.py", "board/virtual_panel.py", "board/virtual_sensors.py")
 MPY_VERSION = "6.3"  # what MicroPython 1.29 loads; mpy-cross 1.29 emits it
 
 

@@ -37,7 +37,23 @@ def wiring_rows(board: Board) -> list[tuple[str, str, str]]:
         rows.append(("battery sense", f"GPIO{bat['pin']}",
                      f"cell + through a 1:{bat['divider']:g} divider (100 kΩ / 100 kΩ to GND); "
                      f"full {bat['full_v']} V, empty {bat['empty_v']} V"))
+    if "ack_output" in p:
+        rows.append(("acknowledgement output", f"GPIO{p['ack_output']['pin']}",
+                     f"relay driver or open-collector transistor (active {p['ack_output']['active']}): "
+                     f"on while the panel alarm is accepted by 114"))
+    if board.panel and not board.is_virtual:  # a virtual board's lines are driven over the console
+        n = board.panel
+        for i in n["inputs"]:
+            what = "fire relay" if i["role"] == "fire" else "fault relay"
+            rows.append((f"panel input `{i['name']}` ({what})", f"GPIO{i['pin']}",
+                         f"3V3 through {_ohms(n['r_pull'])} to the pin; the line to the panel's contact, "
+                         f"{_ohms(n['r_eol'])} across the line at the far end, {_ohms(n['r_alarm'])} in series "
+                         f"with the contact (ADC1, attenuation {i['atten']})"))
     return rows
+
+
+def _ohms(r: float) -> str:
+    return f"{r / 1000:g} kΩ" if r >= 1000 else f"{r:g} Ω"
 
 
 def wiring_markdown(board: Board) -> str:

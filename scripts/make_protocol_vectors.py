@@ -94,6 +94,17 @@ def events() -> list:
         ("alarm-with-install-epoch", ev(A, 1, "alarm", "button", ep=EP, id=f"{A}-{EP}-00000001")),
         ("cancel-with-install-epoch", ev(A, 2, "cancel", "button", ref=f"{A}-{EP}-00000001", ep=EP,
                                          id=f"{A}-{EP}-00000002")),
+        # A transmitter on a fire alarm panel (docs/transmitter.md): the fire relay, its restore, the
+        # panel's own fault relay, the supervised line's wiring faults, and the periodic test.
+        ("alarm-panel-fire-relay", ev(A, 50, "alarm", "panel", data={"input": "fire", "zone": "Tầng 1-5"})),
+        ("restore-panel-relay-open-again", ev(A, 51, "restore", "panel", data={"input": "fire"}, ref=f"{A}-00000050")),
+        ("fault-panel-fault-relay", ev(A, 52, "fault", "panel-fault",
+                                       data={"input": "fault", "detail": "fault: the panel reports a fault"})),
+        ("fault-line-open", ev(A, 53, "fault", "line-open", data={"input": "fire", "detail": "fire: line open (3.10 V)"})),
+        ("restore-line-open", ev(A, 54, "restore", "line-open", data={"input": "fire", "detail": "fire: line open cleared"},
+                                 ref=f"{A}-00000053")),
+        ("fault-line-short", ev(A, 55, "fault", "line-short", data={"input": "fire", "detail": "fire: line short (0.00 V)"})),
+        ("test-periodic", ev(A, 56, "test", "periodic", data={"test_s": 86400})),
         # Every range at its upper end (docs/protocol.md section 11) is still taken.
         ("event-at-every-upper-bound", ev(A, 2**63 - 1, "fault", "config", dict(FIXED, acc=20000000, age=2**32 - 1),
                                           {"detail": "x" * 500, "a": {"b": {"c": {}}}, "hist": list(range(64))},
@@ -150,6 +161,8 @@ def events() -> list:
         ("refused-ctr-over-63-bits", ev(A, 2**63, "alarm", "button"), "bad-field"),
         ("refused-unknown-type", ev(A, 27, "panic", "button"), "bad-field"),
         ("refused-alarm-cause-unknown", ev(A, 28, "alarm", "fire"), "bad-field"),
+        ("refused-prealarm-from-a-panel", ev(A, 28, "prealarm", "panel"), "bad-field"),
+        ("refused-line-open-as-an-alarm", ev(A, 28, "alarm", "line-open"), "bad-field"),
         ("refused-latitude-91", ev(A, 29, "alarm", "button", loc=dict(FIXED, lat=91.0)), "bad-field"),
         ("refused-location-source", ev(A, 30, "alarm", "button", loc=dict(FIXED, src="wifi")), "bad-field"),
         ("refused-data-not-object", ev(A, 31, "alarm", "button", data=[1]), "bad-field"),

@@ -7,6 +7,7 @@
 #   name, chip        the boards.yaml entry and its chip, once setup() has run
 #   sensors           the sensors fitted ("bme680", "smoke", "gps"), from boards.yaml
 #   pins              the pin map, from boards.yaml
+#   panel             the panel inputs and their resistor network, from boards.yaml, or None
 #   reset_cause       "power", "hard", "wdt", "deepsleep", "soft" or "unknown"
 #   rig_always        True where the inputs exist only through the test rig (the virtual board):
 #                     its rig commands are on whatever the device config says
@@ -18,6 +19,8 @@
 #   button_pressed()   raw level of the call point (debounced by the core);  led(on), buzzer(on)
 #   i2c(), gps_uart(), smoke_adc(), battery_adc(), tamper_pin()   the bus or pin, or None when
 #                      the board has none; readers raise OSError when the hardware fails
+#   panel_adc(name)    the ADC of one panel input (read_uv() -> microvolts on the pin), or None
+#   ack_output(on)     drive the acknowledgement output ("transmitted"); a no-op without one
 # Network and time
 #   isconnected();  async connect_network(wifi_cfg) -> bool, never raises;  rssi() -> dBm or None
 #   restart_network()  leave the network, never raises; the next connect_network() joins again
@@ -35,6 +38,8 @@
 #   rig_sensors()      the simulated sensors the rig injects readings into, or None where the
 #                      sensors are real (an ESP32 uses simulated ones only when provisioned with
 #                      test_rig and rig_sensors: "simulated", as the emulated ESP32 is)
+#   rig_panel(name, ohms)  put `ohms` (None: cut) on a simulated panel input's line; False where
+#                      the inputs are real; ValueError for an input the board does not have
 import sys
 
 

@@ -37,6 +37,8 @@ class Board:
         self.reset_cause = _RESET.get(machine.reset_cause(), "unknown")
         self.sensors = []
         self.pins = {}
+        self.panel = None
+        self._ack = None
         self._button = None
         self._button_active_low = True
         self._led = None
@@ -54,6 +56,7 @@ class Board:
         self.chip = board_cfg.get("chip", "esp32")
         self.sensors = board_cfg.get("sensors", [])
         self.pins = p = board_cfg.get("pins", {})
+        self.panel = board_cfg.get("panel")
         if self.sensors and device_cfg.get("test_rig") and device_cfg.get("rig_sensors") == "simulated":
             # A board whose sensors cannot be read (the emulated ESP32 has no ADC, BME680 or GPS):
             # the rig's simulated ones stand in for the buses, and the console drives them.
@@ -77,8 +80,11 @@ class Board:
             self._led = (machine.Pin(led["pin"], machine.Pin.OUT), led.get("active", "high") == "high")
         if p.get("buzzer"):
             self._buzzer = (machine.Pin(p["buzzer"]["pin"], machine.Pin.OUT), p["buzzer"].get("active", "high") == "high")
+        if p.get("ack_output"):
+            self._ack = (machine.Pin(p["ack_output"]["pin"], machine.Pin.OUT), p["ack_output"].get("active", "high") == "high")
         self.led(False)
         self.buzzer(False)
+        self.ack_output(False)
 
     # -- console --------------------------------------------------------------------------
     def console_reader(self):
@@ -110,6 +116,9 @@ class Board:
     def buzzer(self, on):
         self._out(self._buzzer, on)
 
+    def ack_output(self, on):
+        self._out(self._ack, on)
+
     # -- sensors ------------------------------------------------------------------------------
     def i2c(self):
         if self._sim:
@@ -131,8 +140,9 @@ class Board:
 
     def _adc(self, key):
         c = self.pins.get(key)
-        if not c:
-            return None
+        return self._adc_of(c, key) if c else None
+
+    def _adc_of(self, c, key):
         atten = c.get("atten", "11db")
         if atten not in _ATTEN:  # a wrong range would misread every sample: refuse, as a sensor fault
             raise ValueError("board.json: %s atten must be one of %s, not %r" % (key, ",".join(_ATTEN), atten))
@@ -147,6 +157,13 @@ class Board:
 
     def battery_adc(self):
         return self._adc("battery_adc")
+
+    def panel_adc(self, name):
+        """A panel input's ADC (read_uv: calibrated by the chip's eFuse reference), or None."""
+        for c in (self.panel or {}).get("inputs", ()):
+            if c["name"] == name:
+                return self._adc_of(c, "panel input " + name)
+        return None
 
     def tamper_pin(self):
         c = self.pins.get("tamper")
@@ -263,3 +280,6 @@ class Board:
 
     def rig_sensors(self):
         return self._sim  # None: the sensors are real
+
+    def rig_panel(self, name, ohms):
+        return False  # the panel inputs are real: the rig cannot set them

@@ -19,6 +19,8 @@ class Board:
     def __init__(self):
         self.sensors = []
         self.pins = {}
+        self.panel = None
+        self.ack = False  # the acknowledgement output
         self.net_up = True
         self.led_on = False
         self.buzzer_on = False
@@ -31,6 +33,11 @@ class Board:
     def setup(self, board_cfg, device_cfg):
         self.sensors = board_cfg.get("sensors", [])
         self.pins = board_cfg.get("pins", {})
+        self.panel = board_cfg.get("panel")
+        if self.panel:
+            from board import virtual_panel
+
+            virtual_panel.setup(self.panel)
         if self.sensors:
             try:
                 from board.virtual_sensors import VirtualSensors
@@ -63,6 +70,9 @@ class Board:
     def buzzer(self, on):
         self.buzzer_on = on
 
+    def ack_output(self, on):
+        self.ack = on
+
     # -- sensors (simulated) ----------------------------------------------------------------
     def rig_sensors(self):
         return self._vs
@@ -75,6 +85,20 @@ class Board:
 
     def smoke_adc(self):
         return self._vs.smoke_adc() if self._vs and hasattr(self._vs, "smoke_adc") else None
+
+    # -- panel inputs (simulated in board/virtual_panel.py, loaded only where the board has some) --
+    def panel_adc(self, name):
+        if not self.panel:
+            return None
+        from board import virtual_panel
+
+        return virtual_panel.get(name)
+
+    def rig_panel(self, name, ohms):
+        from board import virtual_panel
+
+        virtual_panel.set(name, ohms)
+        return True
 
     def battery_adc(self):
         return None
@@ -130,3 +154,4 @@ class Board:
 
     def reboot(self):
         sys.exit(_REBOOT_EXIT)
+

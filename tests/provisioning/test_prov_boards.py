@@ -118,3 +118,57 @@ def test_installer_guide_wiring_tables_match_boards_yaml():
     assert set(blocks) == set(boards), "every board needs its wiring table in docs/installer-guide.md"
     for name, board in boards.items():
         assert blocks[name] == wiring_markdown(board), f"regenerate: baochay-provision boards --wiring {name}"
+
+
+def test_transmitter_boards_carry_their_panel_into_board_json():
+    tx = get_board("transmitter")
+    j = tx.board_json()
+    assert j["panel"]["r_eol"] == 4700 and [i["pin"] for i in j["panel"]["inputs"]] == [34, 35]
+    assert j["pins"]["ack_output"] == {"pin": 26, "active": "high"}
+    assert "panel" not in get_board("esp32-devkitc").board_json()  # only where there is a panel
+    v = get_board("virtual-transmitter")
+    assert v.is_virtual and {i["role"] for i in v.panel["inputs"]} == {"fire", "fault"}
+
+
+def _panel_broken(tmp_path, mutate):
+    entries = {"transmitter": copy.deepcopy(REAL["transmitter"])}
+    mutate(entries["transmitter"])
+    return write_boards(tmp_path, entries)
+
+
+def _inp(n, **over):
+    return lambda e: e["panel"]["inputs"][n].update(over)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda e: e["panel"].pop("r_eol"), r"board 'transmitter': missing 'panel.r_eol'"),
+    (lambda e: e["panel"].update(r_eol="4k7"), r"'panel.r_eol' must be a number 100..1e\+06, got '4k7'"),
+    (lambda e: e["panel"].update(supply_v=5.0), r"'panel.supply_v' must be a number 1.8..3.6"),
+    (lambda e: e["panel"].update(colour=1), r"unknown key 'panel.colour'"),
+    (lambda e: e["panel"].update(r_alarm=47000), r"the panel's active and normal voltages \(1.5\d V, 1.65 V\) are closer"),
+    (lambda e: e["panel"].update(r_alarm=100), r"the panel's short and active voltages .* are closer"),
+    (lambda e: e["panel"].update(inputs=[]), r"'panel.inputs' must be a list of 1..8 inputs"),
+    (_inp(0, pin=4), r"'panel.inputs\[0\].pin' GPIO4 is not an ADC1 pin"),
+    (_inp(1, pin=34), r"'panel.inputs\[1\].pin' GPIO34 is already used by panel.inputs\[0\].pin"),
+    (_inp(0, pin=25), r"GPIO25 is not an ADC1 pin"),
+    (lambda e: e["pins"].update(ack_output={"pin": 32, "active": "high"}) or _inp(0, pin=32)(e),
+     r"'panel.inputs\[0\].pin' GPIO32 is already used by pins.ack_output.pin"),
+    (_inp(0, role="smoke"), r"'panel.inputs\[0\].role' must be one of fire, fault"),
+    (_inp(1, name="fire"), r"'panel.inputs\[1\].name' 'fire' is used by another input"),
+    (_inp(0, name="Fire Relay"), r"'panel.inputs\[0\].name' must be 1-16 of a-z"),
+    (_inp(0, atten="6db"), r"'panel.inputs\[0\].atten' 6db reads at most 1.9 V, below the open-line edge 2.47"),
+    (_inp(0, atten="0db"), r"'panel.inputs\[0\].atten' 0db reads 0.1-0.95 V well, but the line reads 1.65 V when normal"),
+    (lambda e: e["panel"]["inputs"][0].pop("atten"), r"missing 'panel.inputs\[0\].atten'"),
+    (_inp(0, role="fault"), r"'panel.inputs' has no input with role fire"),
+    (lambda e: e["pins"]["ack_output"].update(pin=36), r"'pins.ack_output.pin' GPIO36 is input-only"),
+])
+def test_a_broken_panel_is_refused_naming_the_key(tmp_path, mutate, message):
+    with pytest.raises(BoardError, match=message):
+        load_boards(_panel_broken(tmp_path, mutate))
+
+
+def test_the_validator_uses_the_firmwares_bands():
+    from firmware.panel import thresholds
+
+    edges = thresholds(get_board("transmitter").panel)
+    assert [round(e, 3) for e in edges] == [0.246, 1.071, 2.475]

@@ -157,3 +157,24 @@ def test_a_service_identity_is_never_a_device_id(tmp_path):
         with pytest.raises(RegistryError, match="reserved for a service account"):
             Registry(tmp_path / "b.db").upsert({"id": reserved, "key": "ab" * 32})
     assert not (tmp_path / "devices").exists() or not list((tmp_path / "devices").iterdir())
+
+
+def test_periodic_test_and_panel_confirmation_go_into_the_record(tmp_path):
+    r = run_cli(*NEW, "--id", "tx-a-0001", "--board", "transmitter", *SITE, "--test-s", "3600",
+                "--panel-confirm-ms", "2000", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "devices" / "tx-a-0001" / "device.json").read_text())
+    assert cfg["test_s"] == 3600 and cfg["panel_confirm_ms"] == 2000
+    r = run_cli(*NEW, "--id", "hn-a-0001", "--board", "esp32-devkitc", *SITE, cwd=tmp_path)
+    cfg = json.loads((tmp_path / "devices" / "hn-a-0001" / "device.json").read_text())
+    assert cfg["test_s"] == 86400 and "panel_confirm_ms" not in cfg  # a board without a panel
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--test-s", "-1", "--test-s -1: must be 0 (no periodic test) or a number of seconds"),
+    ("--panel-confirm-ms", "60001", "--panel-confirm-ms 60001: must be 0..60000"),
+])
+def test_bad_timing_is_refused(tmp_path, flag, value, words):
+    r = run_cli(*NEW, "--id", "tx-a-0002", "--board", "transmitter", *SITE, flag, value, cwd=tmp_path)
+    assert r.returncode == 1 and words in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "devices" / "tx-a-0002").exists()
