@@ -11,7 +11,7 @@ import re
 from datetime import datetime, timezone
 
 INCIDENT_TYPES = ("fire", "rescue", "accident")
-ALARM_CAUSES = ("button", "heat", "smoke", "multi")
+ALARM_CAUSES = ("button", "heat", "smoke", "multi", "panel")  # panel: the building's fire alarm panel
 REPORT_EVENT_TYPES = ("alarm", "prealarm", "test", "cancel", "restore")
 UPDATE_KINDS = ("cancel", "restore", "escalation")
 LOCATION_SOURCES = ("gps", "fixed")

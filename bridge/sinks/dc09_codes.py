@@ -31,6 +31,8 @@ CALL_POINT_PANIC = Code(120, "PA", "PH", "panic button")
 HEAT = Code(114, "KA", "KH", "heat")
 SMOKE = Code(111, "FA", "FH", "smoke")
 MULTI = Code(110, "FA", "FH", "fire (several criteria)")
+# the building's fire alarm panel in alarm, through its transmitter: Contact ID 110 "fire alarm"
+PANEL = Code(110, "FA", "FH", "fire alarm panel")
 # a pre-alarm: one criterion, not yet confirmed. Contact ID 118 "near alarm"; SIA FG "unverified event - fire"
 PREALARM = Code(118, "FG", "FH", "pre-alarm (unconfirmed)")
 # faults (protocol: fault/restore `cause`)
@@ -44,8 +46,10 @@ TEST = Code(602, "RP", "RP", "periodic test")
 CANCEL_FIRE = Code(406, "FC", "FC", "fire alarm cancelled")
 CANCEL_PANIC = Code(406, "OC", "OC", "alarm cancelled")
 
-ALARM_CAUSES = {"heat": HEAT, "smoke": SMOKE, "multi": MULTI}
-FAULT_CAUSES = {"battery": LOW_BATTERY, "tamper": TAMPER}  # every other fault cause is fire trouble
+ALARM_CAUSES = {"heat": HEAT, "smoke": SMOKE, "multi": MULTI, "panel": PANEL}
+# Every other fault cause is fire trouble, the panel's (panel-fault, line-open, line-short) included: a
+# receiving centre must treat a transmitter that can no longer see its panel as unable to report a fire.
+FAULT_CAUSES = {"battery": LOW_BATTERY, "tamper": TAMPER}
 
 
 class Event(NamedTuple):
@@ -99,6 +103,7 @@ def table_rows() -> list[tuple[str, str, str, str, str]]:
         ("alarm, cause heat", HEAT),
         ("alarm, cause smoke", SMOKE),
         ("alarm, cause multi", MULTI),
+        ("alarm, cause panel (the building's fire alarm panel)", PANEL),
         ("prealarm (any cause; off by default)", PREALARM),
         ("fault, cause battery", LOW_BATTERY),
         ("fault, cause tamper", TAMPER),

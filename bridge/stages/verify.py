@@ -16,6 +16,8 @@ from firmware.protocol_host import SENSOR_CAUSES
 # Starting point per (type, cause): a person pressing a call point is the strongest single signal.
 BASE = {
     ("alarm", "button"): (0.80, "manual call point pressed"),
+    # The building's own fire alarm panel in alarm: its detectors and its logic already confirmed it.
+    ("alarm", "panel"): (0.90, "the building's fire alarm panel is in alarm"),
     ("alarm", "multi"): (0.85, "heat and smoke both confirmed"),
     ("alarm", "heat"): (0.65, "heat detector alarm"),
     ("alarm", "smoke"): (0.60, "smoke detector alarm"),
@@ -94,6 +96,8 @@ def assess(event: dict, ctx: Context) -> tuple[float, tuple[str, ...]]:
     if typ == "restore":
         if cause in SENSOR_CAUSES:
             return 0.0, (f"{cause} condition cleared at the device: readings back to normal",)
+        if cause == "panel":
+            return 0.0, ("the fire alarm panel is out of alarm (reset at the panel)",)
         return 0.0, (f"device fault cleared ({cause})",)
     if typ == "cancel":
         return 0.05, ("cancelled at the device by a long hold (false press)",)
