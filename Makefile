@@ -12,11 +12,12 @@ BROKER ?=
 DEVICE ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup mosquitto emulator-libs test lint run press hil flash bench clean help
+.PHONY: setup mosquitto emulator-libs test lint run press panel hil flash bench clean help
 
 help:
 	@echo "make run     start broker, bridge, 114 reference intake and three virtual boards"
 	@echo "make press DEVICE=<id>   press a virtual board's button while 'make run' is up (HOLD=3.5: a long hold, which cancels)"
+	@echo "make panel DEVICE=<id> STATE=active   a running transmitter's panel input (normal, active, open, short; INPUT=fault)"
 	@echo "make test    run every test (installs what it needs first)"
 	@echo "make lint    ruff, mypy, type check of firmware/ against the ESP32 stubs, mpy-cross compile, architecture rules"
 	@echo "make hil     hardware-in-the-loop suite on virtual boards"
@@ -65,6 +66,10 @@ run: setup
 press: setup
 	@test -n "$(DEVICE)" || { echo "usage: make press DEVICE=<device id> [HOLD=3.5] (see the list 'make run' printed)"; exit 2; }
 	@$(BIN)/baochay-stack press $(DEVICE) $(if $(HOLD),--hold $(HOLD))
+
+panel: setup
+	@test -n "$(DEVICE)" -a -n "$(STATE)" || { echo "usage: make panel DEVICE=<transmitter id> STATE=active|normal|open|short [INPUT=fire|fault]"; exit 2; }
+	@$(BIN)/baochay-stack panel $(DEVICE) --state $(STATE) $(if $(INPUT),--input $(INPUT))
 
 hil: setup
 	@if [ -n "$(PORT)" ] && { [ -z "$(DEVICE)" ] || [ -z "$(BROKER)" ]; }; then \

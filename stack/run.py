@@ -1,8 +1,11 @@
 """baochay-stack: the whole system on this computer, for a demonstration or a try-out.
 
-    baochay-stack              broker, 114 reference intake, bridge and three virtual boards;
-                               type a board's number (or id) and Enter to press its button
+    baochay-stack              broker, 114 reference intake, reference SMSC, bridge and four virtual
+                               boards (three call points, one panel transmitter); type a board's
+                               number (or id) and Enter to press its button
     baochay-stack press ID     press a running board's button from another terminal
+    baochay-stack panel ID --input fire --state active
+                               set a transmitter's input line as the building's panel would
 
 Everything listens on loopback only. Ctrl-C stops everything it started.
 """
@@ -30,13 +33,15 @@ from .devices import device_config, write_device
 from .intake import Intake
 from .mosquitto import Mosquitto, MosquittoMissing
 from .procs import StartError, stop_all
+from .smsc import Smsc
 from .tls import LoopbackPKI
 from .vboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = "state.json"
 
-# Three sites far apart, so the intake page shows the location at a glance.
+# Sites far apart, so the intake page shows the location at a glance; the last is a transmitter on
+# a building's fire alarm panel (docs/transmitter.md), whose inputs `panel` sets.
 SITES: list[dict[str, Any]] = [
     {"dev": "hn-tower-a-01", "lat": 21.028511, "lon": 105.804817, "acc": 10,
      "site": {"building": "Tòa nhà Sông Hồng, tháp A", "address": "23 Phan Chu Trinh, Phường Cửa Nam, Thành phố Hà Nội",
@@ -60,7 +65,22 @@ SITES: list[dict[str, Any]] = [
                   "--occupancy-night", "5", "--hazard", "none", "--water", "Trụ nước đường Lý Tự Trọng, 30 m",
                   "--contact", "Văn phòng trường=+84 28 3822 0000", "--contact", "Hiệu trưởng=0903000001",
                   "--contact", "Bảo vệ=0903000002"]},
+    {"dev": "dn-hotel-01", "lat": 16.061280, "lon": 108.247420, "acc": 10, "board": "virtual-transmitter",
+     "site": {"building": "Khách sạn Biển Xanh", "address": "12 Võ Nguyên Giáp, Phường An Hải, Thành phố Đà Nẵng",
+              "floor": "B1", "room": "Phòng kỹ thuật (tủ báo cháy)", "contact_phone": "+84 236 3940 000",
+              "province": "Thành phố Đà Nẵng"},
+     "facility": ["--type", "hotel", "--floors-above", "15", "--floors-below", "1", "--occupancy-day", "300",
+                  "--occupancy-night", "450", "--hazard", "gas", "--water", "Bể nước chữa cháy tầng hầm, 300 m³",
+                  "--contact", "Lễ tân=+84 236 3940 000", "--contact", "Kỹ thuật trực=0905000001",
+                  "--contact", "Quản lý=0905000002"]},
 ]
+
+
+def demo_site(s: dict[str, Any]) -> dict[str, Any]:
+    """One of SITES as Stack.up() takes it: a fresh device config (key, passwords), its facility, its board."""
+    extra = {"board": s["board"]} if s.get("board") else {}
+    return {"cfg": device_config(s["dev"], 0, lat=s["lat"], lon=s["lon"], acc=s["acc"], site=s["site"],
+                                 telemetry_s=5, **extra), "facility": s.get("facility"), "board": s.get("board")}
 
 
 def say(msg: str) -> None:
@@ -78,6 +98,7 @@ class Stack:
         self.boards: list[VirtualBoard] = []
         self.broker: Mosquitto | None = None
         self.intake: Intake | None = None
+        self.smsc: Smsc | None = None
         self.bridge: Bridge | None = None
         self.watcher: mqtt.Client | None = None
 
@@ -105,6 +126,12 @@ class Stack:
         self.intake_url = self.intake.url
         say(f"  114 intake {self.intake_url}/  (reference server: open it in a browser to watch incidents)")
 
+    def start_smsc(self) -> None:
+        """The reference SMSC: the SMS the facilities' contacts would get (docs/operator-guide.md)."""
+        self.smsc = Smsc(self.dir / "smsc").start()
+        say(f"  SMSC       smpp://127.0.0.1:{self.smsc.port}  (reference SMSC: the contacts' SMS at "
+            f"http://127.0.0.1:{self.smsc.control_port}/messages)")
+
     def _intake(self) -> Intake:  # started by up(); a clear error before that
         if self.intake is None:
             raise RuntimeError("the intake is not started")
@@ -118,9 +145,13 @@ class Stack:
     def start_bridge(self) -> None:
         mqtt = {"host": "127.0.0.1", "port": self._broker().port, "user": "bridge", "password": self.bridge_pw}
         intake = self._intake()
+        extra = {}
+        if self.smsc is not None:  # contacts told by SMS, the next one after a minute without an answer
+            extra["notify"] = {"type": "smpp", "ack_s": 60, "options": self.smsc.notify_options()}
         self.bridge = Bridge(self.dir, intake_bridge_config("local", self.dir / "bridge.db", mqtt, self.intake_url,
-                                                            intake.token, intake.client))
-        self.bridge.register([s["cfg"] for s in self.sites], board=self.board)
+                                                            intake.token, intake.client, **extra))
+        for s in self.sites:
+            self.bridge.register([s["cfg"]], board=self._board_of(s))
         for s in self.sites:  # the facility record 114 receives with each alarm (docs/operator-guide.md)
             if s.get("facility"):
                 r = self.bridge.cli("facilities", "set", s["cfg"]["site"]["building"], *s["facility"])
@@ -135,7 +166,7 @@ class Stack:
             cfg = s["cfg"]
             path = write_device(cfg, self.dir / "devices" / cfg["dev"])
             vb = VirtualBoard(self.dir / "flash" / cfg["dev"], device_config=path, heap=self.heap,
-                              log=self.dir / f"{cfg['dev']}.log", board=self.board)
+                              log=self.dir / f"{cfg['dev']}.log", board=self._board_of(s))
             vb.start()
             if not self.keep_consoles and vb.console is not None:
                 vb.console.close()  # leave the port free for `make press` and serial tools
@@ -143,6 +174,10 @@ class Stack:
             s["port"] = vb.port
             self.boards.append(vb)
             say(f"  board {i}    {cfg['dev']:<15} console {vb.port}  {cfg['site']['address']}")
+
+    def _board_of(self, site: dict) -> str:
+        """The boards.yaml entry a site's board runs: its own (the transmitter), else the stack's."""
+        return site.get("board") or self.board
 
     def watch(self) -> None:
         """Print each alarm's progress as the bridge acks it."""
@@ -170,25 +205,27 @@ class Stack:
         self.watcher = c
 
     # -- the whole -----------------------------------------------------------------------------
-    def up(self, sites: list[dict] | None = None, watch: bool = True) -> None:
-        """Start everything; `sites` (entries {"cfg": device config}) replace the three demo sites."""
+    def up(self, sites: list[dict] | None = None, watch: bool = True, smsc: bool = True) -> None:
+        """Start everything; `sites` (entries {"cfg": device config}) replace the demo sites."""
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         if sites is None:
-            sites = [{"cfg": device_config(s["dev"], 0, lat=s["lat"], lon=s["lon"], acc=s["acc"], site=s["site"],
-                                           telemetry_s=5), "facility": s.get("facility")} for s in SITES[: self.count]]
+            sites = [demo_site(s) for s in SITES[: self.count]]
         self.sites = sites
         say("Starting Báo cháy 114 Edge locally (loopback only):")
         self.start_broker()
         for s in self.sites:
             s["cfg"]["mqtt"]["port"] = self._broker().port
         self.start_intake()
+        if smsc:
+            self.start_smsc()
         self.start_bridge()
         self.start_boards()
         if watch:
             self.watch()
         (self.dir / STATE).write_text(json.dumps({"boards": {s["cfg"]["dev"]: s["port"] for s in self.sites},
+                                                  "kinds": {s["cfg"]["dev"]: self._board_of(s) for s in self.sites},
                                                   "intake": self.intake_url, "bridge_config": str(self.bridge_conf),
                                                   "pid": os.getpid()}))
 
@@ -207,7 +244,7 @@ class Stack:
         (self.dir / STATE).unlink(missing_ok=True)  # `make press` must not find a stopped system
         if self.watcher:
             self.watcher.loop_stop()
-        stop_all(*self.boards, self.bridge, self.intake, self.broker)
+        stop_all(*self.boards, self.bridge, self.smsc, self.intake, self.broker)
 
 
 def _shown(p: Path) -> str:
@@ -222,8 +259,8 @@ def _running(pid) -> bool:
         return False
 
 
-def press(workdir: Path, dev: str, ms: int = 200) -> int:
-    """Press a running board's button for `ms` (a hold of hold_cancel_ms or more cancels its alarm)."""
+def _running_board(workdir: Path, dev: str) -> tuple[dict, str, Console] | int:
+    """(the run's state, the device id, its console), or the exit code after saying what is wrong."""
     try:
         state = json.loads((workdir / STATE).read_text())
     except (OSError, ValueError):
@@ -238,10 +275,18 @@ def press(workdir: Path, dev: str, ms: int = 200) -> int:
         say(f"error: unknown device {dev!r}; running: {', '.join(boards)}")
         return 2
     try:
-        con = Console(boards[dev], timeout=5)
+        return state, dev, Console(boards[dev], timeout=5)
     except ConsoleError as e:
         say(f"error: {e}")
         return 1
+
+
+def press(workdir: Path, dev: str, ms: int = 200) -> int:
+    """Press a running board's button for `ms` (a hold of hold_cancel_ms or more cancels its alarm)."""
+    found = _running_board(workdir, dev)
+    if isinstance(found, int):
+        return found
+    state, dev, con = found
     try:
         mark = con.mark()
         con.request("press", ms=ms)
@@ -259,6 +304,41 @@ def press(workdir: Path, dev: str, ms: int = 200) -> int:
         con.close()
 
 
+PANEL_STATES = ("normal", "active", "open", "short")
+
+
+def panel(workdir: Path, dev: str, input_name: str, line: str) -> int:
+    """Put a running transmitter's input line in `line` (normal, active, open, short), as the building's
+    panel (its relay) or its wiring would, and say what the device raised once it confirmed it."""
+    found = _running_board(workdir, dev)
+    if isinstance(found, int):
+        return found
+    state, dev, con = found
+    try:
+        before = con.request("status").get("panel")
+        if not before:
+            panels = [d for d, kind in state.get("kinds", {}).items() if kind == "virtual-transmitter"]
+            say(f"error: {dev} has no panel inputs; running transmitters: {', '.join(panels) or 'none'}")
+            return 2
+        if input_name not in before["inputs"]:
+            say(f"error: {dev} has no input {input_name!r}; its inputs: {', '.join(before['inputs'])}")
+            return 2
+        mark = con.mark()
+        con.request("panel", input=input_name, state=line)
+        if before["inputs"][input_name] == line:
+            say(f"{dev}: input {input_name} is already {line}; nothing to send")
+            return 0
+        ev = con.wait_for(lambda m: m.get("ev") == "event", 15, since=mark)
+        say(f"{dev}: input {input_name} {line}: {ev.get('type')} ({ev.get('cause')}) {ev.get('id')}; "
+            f"watch it at {state['intake']}/")
+        return 0
+    except ConsoleError as e:
+        say(f"error: {dev} did not answer: {e}")
+        return 1
+    finally:
+        con.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="baochay-stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=ROOT / "var" / "stack", help="where the run keeps its files")
@@ -268,10 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("device", help="device id, or its number in the list")
     p.add_argument("--ms", type=int, default=200, help="how long the button is held (default 200 ms)")
     p.add_argument("--hold", type=float, help="hold it this many seconds instead (3.5: a long hold cancels)")
-    ap.add_argument("--boards", type=int, default=3, choices=range(1, len(SITES) + 1))
+    p = sub.add_parser("panel", help="set a running transmitter's input line, as the building's panel would")
+    p.add_argument("device", help="device id, or its number in the list")
+    p.add_argument("--input", default="fire", help="which input (default fire; a transmitter also has fault)")
+    p.add_argument("--state", required=True, choices=PANEL_STATES,
+                   help="active: the panel's relay closed; normal; open or short: the wiring cut or shorted")
+    ap.add_argument("--boards", type=int, default=len(SITES), choices=range(1, len(SITES) + 1))
     args = ap.parse_args(argv)
     if args.cmd == "press":
         return press(args.workdir, args.device, int(args.hold * 1000) if args.hold else args.ms)
+    if args.cmd == "panel":
+        return panel(args.workdir, args.device, args.input, args.state)
     stack = Stack(args.workdir, args.boards)
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -287,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     say("")
     say("Ready. To press a button:")
     say(f"  type its number (1-{len(boards)}) and Enter here, or run `make press DEVICE={boards[0]}` in another terminal")
+    panels = [s["cfg"]["dev"] for s in stack.sites if s.get("board") == "virtual-transmitter"]
+    if panels:
+        say(f"The building's fire alarm panel in alarm (its fire relay closes): `make panel DEVICE={panels[0]} "
+            "STATE=active`, then STATE=normal; STATE=open cuts the line (a wiring fault)")
+    if stack.smsc is not None:
+        say(f"The contacts' SMS: http://127.0.0.1:{stack.smsc.control_port}/messages")
     say(f"Watch: the intake page {stack.intake_url}/ , and `.venv/bin/baochay-bridge status --config {stack.bridge_conf}`")
     watcher = stack.watcher_options()
     say(f"Raw signed frames: XDG_CONFIG_HOME={_shown(watcher)} mosquitto_sub -t '{protocol.ALL}' -v")

@@ -159,7 +159,8 @@ class CalloutWorker(threading.Thread):
                 return
         device = self.registry.get(r["dev"])
         facility = conn.execute("SELECT name FROM facilities WHERE id=?", (r["facility"],)).fetchone()
-        text = alarm_text(json.loads(r["body"]), device, facility["name"] if facility else r["facility"],
+        # a facility set without --name is known by its id, the devices' `building`
+        text = alarm_text(json.loads(r["body"]), device, (facility["name"] if facility else "") or r["facility"],
                           r["received_at"], r["idx"])
         try:
             ids = self.notifier.send(r["phone"], text)

@@ -134,3 +134,37 @@ def test_make_press_presses_holds_and_knows_when_nothing_runs(tmp_path, capsys):
     gone.wait()
     (s.dir / STATE).write_text(json.dumps(dict(state, pid=gone.pid)))
     assert press(s.dir, "1", 100) == 2 and "no running system" in capsys.readouterr().out
+
+
+def test_make_panel_drives_the_transmitter_to_114_and_its_contacts(tmp_path, capsys):
+    """`make panel DEVICE=... STATE=...` against the demo's transmitter: the building's panel in alarm
+    reaches 114 with the facility record, its first contact gets the SMS, a cut line is a fault."""
+    from stack.procs import wait_until
+    from stack.run import demo_site, panel
+
+    site = next(s for s in SITES if s.get("board") == "virtual-transmitter")
+    dev = site["dev"]
+    s = Stack(tmp_path / "stack", 1)
+    try:
+        s.up(sites=[demo_site(site)], watch=False)
+        assert panel(s.dir, dev, "fire", "active") == 0
+        out = capsys.readouterr().out
+        assert f"{dev}: input fire active: alarm (panel) {dev}-" in out
+        wait_until(lambda: len(s.intake.incidents()) == 1, 30, what="the panel's alarm at the intake")
+        incident = s.intake.incident(s.intake.incidents()[0]["incident_id"])
+        assert incident["cause"] == "panel" and incident["facility"]["type"] == "hotel"
+        assert incident["province_code"] == "48"  # Đà Nẵng
+        # the facility's first contact is told by SMS, in Vietnamese, naming the building
+        sms = wait_until(lambda: s.smsc.messages(), 30, what="an SMS to the first contact")
+        assert sms[0]["to"] == "842363940000" and site["site"]["building"] in sms[0]["text"], sms
+        assert "Tủ báo cháy" in sms[0]["text"]
+        assert panel(s.dir, dev, "fault", "open") == 0
+        assert f"{dev}: input fault open: fault (line-open)" in capsys.readouterr().out
+        assert panel(s.dir, dev, "fault", "open") == 0
+        assert "already open; nothing to send" in capsys.readouterr().out
+        assert panel(s.dir, dev, "smoke", "open") == 2
+        assert "no input 'smoke'" in capsys.readouterr().out
+    finally:
+        s.down()
+    assert panel(s.dir, dev, "fire", "normal") == 2
+    assert "no running system" in capsys.readouterr().out
