@@ -1,5 +1,6 @@
 # The broker out of reach: restart the interface every restart_s, reboot after reboot_s.
 from linkwatch import LinkWatch
+from util import device_config
 
 RESTART, REBOOT = "restart", "reboot"
 
@@ -49,26 +50,19 @@ def test_counts_survive_the_tick_counter_wrapping():
     assert w.step(ticks_add(start, 1000), False) == RESTART
 
 
-def _config(**keys):
-    cfg = {"dev": "hn-a-0001", "key": "ab" * 32, "board": "virtual", "mqtt": {"host": "127.0.0.1"},
-           "loc": {"lat": 21.0, "lon": 105.8}}
-    cfg.update(keys)
-    return cfg
-
-
 def test_device_config_keys_default_and_are_checked():
     import config
 
-    c = config.validate(_config())
+    c = config.validate(device_config())
     assert c["net_restart_s"] == 120 and c["net_reboot_s"] == 900
-    c = config.validate(_config(net_restart_s=0, net_reboot_s=30))
+    c = config.validate(device_config(net_restart_s=0, net_reboot_s=30))
     assert c["net_restart_s"] == 0 and c["net_reboot_s"] == 30
     for keys, words in (({"net_reboot_s": 20}, "'net_reboot_s' must be 0 (off) or at least 30"),
                         ({"net_restart_s": 5}, "'net_restart_s' must be 0 (off) or at least 10"),
                         ({"net_restart_s": -1}, "'net_restart_s' must not be negative"),
                         ({"net_reboot_s": "soon"}, "'net_reboot_s' must be int")):
         try:
-            config.validate(_config(**keys))
+            config.validate(device_config(**keys))
         except config.ConfigError as e:
             assert words in str(e), str(e)
         else:

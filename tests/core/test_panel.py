@@ -3,6 +3,7 @@
 import panel
 from board.virtual import Board
 from panel import Panel, classify, line_ohms, nominal, thresholds, volts
+from util import device_config
 
 NET = {"supply_v": 3.3, "r_pull": 4700, "r_eol": 4700, "r_alarm": 1000}
 INPUTS = [{"name": "fire", "role": "fire", "zone": "Zone 1"}, {"name": "fault", "role": "fault"}]
@@ -270,19 +271,12 @@ def test_the_panel_module_imports_nothing():
     assert top == [], top
 
 
-def _config(**keys):
-    cfg = {"dev": "hn-a-0001", "key": "ab" * 32, "board": "virtual", "mqtt": {"host": "127.0.0.1"},
-           "loc": {"lat": 21.0, "lon": 105.8}}
-    cfg.update(keys)
-    return cfg
-
-
 def test_device_config_panel_and_test_fields():
     import config
 
-    c = config.validate(_config())
+    c = config.validate(device_config())
     assert c["test_s"] == 86400 and c["panel_confirm_ms"] == 1000 and "panel_zones" not in c
-    c = config.validate(_config(test_s=0, panel_confirm_ms=0, panel_zones={"fire": "Tầng 1"}))
+    c = config.validate(device_config(test_s=0, panel_confirm_ms=0, panel_zones={"fire": "Tầng 1"}))
     assert c["test_s"] == 0 and c["panel_confirm_ms"] == 0
     for keys, words in (({"test_s": -1}, "'test_s' must not be negative"),
                         ({"test_s": 1.5}, "'test_s' must be int"),
@@ -290,7 +284,7 @@ def test_device_config_panel_and_test_fields():
                         ({"panel_zones": ["fire"]}, "'panel_zones' must be an object"),
                         ({"panel_zones": {"fire": ""}}, "'panel_zones.fire' must be a text of 1..100")):
         try:
-            config.validate(_config(**keys))
+            config.validate(device_config(**keys))
         except config.ConfigError as e:
             assert words in str(e), str(e)
         else:

@@ -52,3 +52,11 @@ def raises(exc, fn, *args, **kw):
     except exc:
         return True
     return False
+
+
+def device_config(**keys):
+    """The smallest device config firmware/config.py takes, with `keys` on top."""
+    cfg = {"dev": "hn-a-0001", "key": "ab" * 32, "board": "virtual", "mqtt": {"host": "127.0.0.1"},
+           "loc": {"lat": 21.0, "lon": 105.8}}
+    cfg.update(keys)
+    return cfg
