@@ -88,5 +88,9 @@ class Intake:
     def incidents(self, limit: int = 1000) -> list[dict]:
         return self._call("GET", f"/v1/incidents?limit={limit}")["incidents"]
 
+    def tests(self, limit: int = 1000) -> list[dict]:
+        """The test messages this client sent (the devices' self-tests and periodic tests)."""
+        return self._call("GET", f"/v1/tests?limit={limit}")["tests"]
+
     def incident(self, incident_id: str) -> dict:
         return self._call("GET", f"/v1/incidents/{incident_id}")

@@ -89,8 +89,9 @@ def say(msg: str) -> None:
 
 class Stack:
     def __init__(self, workdir: Path, count: int, keep_consoles: bool = False, heap: str | None = None,
-                 board: str = "virtual"):
+                 board: str = "virtual", bridge_extra: dict[str, Any] | None = None):
         self.heap = heap
+        self.bridge_extra = bridge_extra or {}  # sections of the bridge's config on top of the demo's
         self.board = board  # which virtual entry of boards.yaml every board runs
         self.dir = workdir
         self.count = count
@@ -145,7 +146,7 @@ class Stack:
     def start_bridge(self) -> None:
         mqtt = {"host": "127.0.0.1", "port": self._broker().port, "user": "bridge", "password": self.bridge_pw}
         intake = self._intake()
-        extra = {}
+        extra = dict(self.bridge_extra)
         if self.smsc is not None:  # contacts told by SMS, the next one after a minute without an answer
             extra["notify"] = {"type": "smpp", "ack_s": 60, "options": self.smsc.notify_options()}
         self.bridge = Bridge(self.dir, intake_bridge_config("local", self.dir / "bridge.db", mqtt, self.intake_url,

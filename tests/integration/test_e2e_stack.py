@@ -160,11 +160,44 @@ def test_make_panel_drives_the_transmitter_to_114_and_its_contacts(tmp_path, cap
         assert "Tủ báo cháy" in sms[0]["text"]
         assert panel(s.dir, dev, "fault", "open") == 0
         assert f"{dev}: input fault open: fault (line-open)" in capsys.readouterr().out
+
+        def line_faults():
+            return [f for f in s.bridge.status()["faults"] if f["device"] == dev and "line-open" in f["kind"]]
+
+        wait_until(line_faults, 30, what="the line-open fault at the bridge")
         assert panel(s.dir, dev, "fault", "open") == 0
         assert "already open; nothing to send" in capsys.readouterr().out
+        assert panel(s.dir, dev, "fault", "normal") == 0  # the line mended: its restore clears the fault
+        wait_until(lambda: not line_faults(), 30, what="the line-open fault cleared by its restore")
         assert panel(s.dir, dev, "smoke", "open") == 2
         assert "no input 'smoke'" in capsys.readouterr().out
     finally:
         s.down()
     assert panel(s.dir, dev, "fire", "normal") == 2
     assert "no running system" in capsys.readouterr().out
+
+
+def test_a_transmitter_that_stops_sending_its_periodic_test_is_a_fault(tmp_path):
+    """The whole chain of the periodic test signal: the transmitter sends it every test_s, 114 records
+    it as a test (no incident), and once the device falls silent the bridge raises test-missed."""
+    from stack.procs import wait_until
+    from stack.run import demo_site
+
+    site = next(s for s in SITES if s.get("board") == "virtual-transmitter")
+    entry = demo_site(site)
+    entry["cfg"]["test_s"] = 3
+    s = Stack(tmp_path / "stack", 1, bridge_extra={"supervision": {"test_s": 3, "test_grace_s": 2}})
+    try:
+        s.up(sites=[entry], watch=False, smsc=False)
+        tests = wait_until(lambda: s.intake.tests(), 30, what="a periodic test at the intake")
+        assert tests[0]["cause"] == "periodic" and s.intake.incidents() == []
+
+        def missed():
+            return [f for f in s.bridge.status()["faults"] if f["kind"] == "test-missed"]
+
+        assert not missed()  # it is testing
+        s.boards[0].stop()  # the transmitter loses its power, and with it the tests
+        fault = wait_until(missed, 30, what="the test-missed fault")
+        assert fault[0]["device"] == site["dev"]
+    finally:
+        s.down()
