@@ -148,7 +148,8 @@ class Stack:
         intake = self._intake()
         extra = dict(self.bridge_extra)
         if self.smsc is not None:  # contacts told by SMS, the next one after a minute without an answer
-            extra["notify"] = {"type": "smpp", "ack_s": 60, "options": self.smsc.notify_options()}
+            extra["notify"] = {"type": "smpp", "ack_s": 60, **extra.get("notify", {}),
+                               "options": self.smsc.notify_options()}
         self.bridge = Bridge(self.dir, intake_bridge_config("local", self.dir / "bridge.db", mqtt, self.intake_url,
                                                             intake.token, intake.client, **extra))
         for s in self.sites:

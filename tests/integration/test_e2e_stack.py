@@ -138,13 +138,14 @@ def test_make_press_presses_holds_and_knows_when_nothing_runs(tmp_path, capsys):
 
 def test_make_panel_drives_the_transmitter_to_114_and_its_contacts(tmp_path, capsys):
     """`make panel DEVICE=... STATE=...` against the demo's transmitter: the building's panel in alarm
-    reaches 114 with the facility record, its first contact gets the SMS, a cut line is a fault."""
+    reaches 114 with the facility record, its contacts get the SMS in order (the next when nobody
+    answers, until one does), a cut line is a fault until the mended line's restore."""
     from stack.procs import wait_until
     from stack.run import demo_site, panel
 
     site = next(s for s in SITES if s.get("board") == "virtual-transmitter")
     dev = site["dev"]
-    s = Stack(tmp_path / "stack", 1)
+    s = Stack(tmp_path / "stack", 1, bridge_extra={"notify": {"ack_s": 3}})
     try:
         s.up(sites=[demo_site(site)], watch=False)
         assert panel(s.dir, dev, "fire", "active") == 0
@@ -158,6 +159,13 @@ def test_make_panel_drives_the_transmitter_to_114_and_its_contacts(tmp_path, cap
         sms = wait_until(lambda: s.smsc.messages(), 30, what="an SMS to the first contact")
         assert sms[0]["to"] == "842363940000" and site["site"]["building"] in sms[0]["text"], sms
         assert "Tủ báo cháy" in sms[0]["text"]
+        wait_until(lambda: s.smsc.messages()[0]["status"] == "DELIVRD", 15, what="the network's receipt")
+        # nobody answers within ack_s: the second contact is told; its answer ends the calling
+        second = wait_until(lambda: [m for m in s.smsc.messages() if m["to"].endswith("905000001")], 30,
+                            what="the SMS to the second contact")
+        assert "liên hệ số 2" in second[0]["text"]
+        assert s.smsc.reply(second[0]["to"], "Đã nhận") == 1
+        wait_until(lambda: "acked" in s.bridge.cli("status").stdout, 15, what="the callout acknowledged")
         assert panel(s.dir, dev, "fault", "open") == 0
         assert f"{dev}: input fault open: fault (line-open)" in capsys.readouterr().out
 
