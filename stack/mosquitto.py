@@ -162,11 +162,13 @@ class Mosquitto:
         for name, password in self._added.items():
             # A SIGHUP that reaches Mosquitto while it is still handling the one before is lost (seen
             # once in a few hundred reloads on a loaded machine): ask again until the user logs in.
+            def logs_in(name: str = name, password: str = password) -> bool:
+                return self.accepts_login(name, password)
+
             while True:
                 self._process.signal(signal.SIGHUP)
                 try:
-                    wait_until(lambda n=name, p=password: self.accepts_login(n, p),
-                               min(3.0, max(0.1, deadline - time.monotonic())), 0.05,
+                    wait_until(logs_in, min(3.0, max(0.1, deadline - time.monotonic())), 0.05,
                                what=f"broker accepting user {name} after reload")
                     break
                 except AssertionError:
