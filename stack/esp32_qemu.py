@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,9 +132,11 @@ def merged_flash(firmware: Path, fs_image: Path | None, out: Path, flash_size: i
 
 class _SerialPty:
     """A pty whose far end is QEMU's UART0, reconnected each time QEMU starts: the console port a
-    client opens once and keeps across resets and power cuts."""
+    client opens once and keeps across resets and power cuts. `on_line` sees every line the chip
+    prints, whoever holds the port."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_line: Callable[[bytes], None] | None = None) -> None:
+        self.on_line = on_line
         self.master, self._slave = os.openpty()
         tty.setraw(self._slave)  # bytes as they are: no echo, no CR/LF translation
         self.path = os.ttyname(self._slave)
@@ -158,6 +161,7 @@ class _SerialPty:
             threading.Thread(target=self._from_device, args=(conn,), name="qemu-uart-out", daemon=True).start()
 
     def _from_device(self, conn: socket.socket) -> None:
+        pending = b""
         while True:
             try:
                 data = conn.recv(4096)
@@ -169,6 +173,11 @@ class _SerialPty:
                 os.write(self.master, data)
             except OSError:
                 return
+            if self.on_line:
+                *lines, pending = (pending + data).split(b"\n")
+                pending = pending[-4096:]  # a line that never ends is not kept whole
+                for line in lines:
+                    self.on_line(line.rstrip(b"\r"))
 
     def _to_device(self) -> None:
         while not self._closed:
@@ -200,11 +209,16 @@ class _SerialPty:
 class EmulatedBoard:
     """One emulated ESP32 on a flash file. `forwards`: ports on 127.0.0.1 the device may reach, at
     GUEST_HOST with the same port number. start() boots it; power_cut() kills QEMU and boots it again
-    on the same flash; files() reads the device's LittleFS back."""
+    on the same flash; files() reads the device's LittleFS back.
+
+    revive_network: when the firmware's link watch reboots the chip because its network is dead, the
+    chip's reset is followed by a power cycle (`revivals` counts them). On silicon that reset brings
+    the radio back; the emulated Wi-Fi stays dead across it, and only QEMU started again revives
+    it (docs/hil.md). What the power cycle costs the test is RTC memory and the reset cause."""
 
     def __init__(self, flash: Path, *, emulator: Emulator | None = None, forwards: tuple[int, ...] = (),
                  log: Path | None = None, name: str | None = None, console: type[Console] = Console,
-                 board: str = "esp32-devkitc"):
+                 board: str = "esp32-devkitc", revive_network: bool = True):
         self.flash = Path(flash).resolve()  # QEMU runs from the project's root
         self.emulator = emulator or find_emulator()
         self.forwards = tuple(forwards)
@@ -215,6 +229,10 @@ class EmulatedBoard:
         self.process: Process | None = None
         self._uart: _SerialPty | None = None
         self.console: Console | None = None
+        self.revive_network = revive_network
+        self.revivals = 0
+        self._net_reboot = False  # the link watch said it reboots; its reset is the next ROM banner
+        self._power = threading.RLock()  # one start, kill or stop at a time, test's or revival's
 
     @property
     def port(self) -> str | None:
@@ -241,32 +259,66 @@ class EmulatedBoard:
         """Boot it; with wait_boot, until the firmware's `boot` or `fault` line (the image takes
         about half a minute of one core to load on the emulator)."""
         if self._uart is None:
-            self._uart = _SerialPty()
+            self._uart = _SerialPty(self._chip_line)
             self.console = self.console_type(self._uart.path, name=self.name)
         con = self.console
         assert con is not None
         mark = con.mark()
-        self.process = Process(self.command(), name=f"emulated ESP32 {self.name}", log=self.log)
-        self.process.start()
+        with self._power:
+            proc = self._boot()
         if wait_boot:
             try:
                 con.wait_for(lambda m: m.get("ev") in ("boot", "fault"), timeout, since=mark)
             except Exception:
-                if not self.process.running:
-                    raise StartError(f"{self.process.name} exited: {self.process.tail()}") from None
+                if not proc.running:
+                    raise StartError(f"{proc.name} exited: {proc.tail()}") from None
                 raise
         return self
 
+    def _boot(self) -> Process:
+        self._net_reboot = False
+        self.process = Process(self.command(), name=f"emulated ESP32 {self.name}", log=self.log)
+        self.process.start()
+        return self.process
+
+    def _chip_line(self, raw: bytes) -> None:
+        """Every line from the chip (the pty's reader thread): a network reboot's reset, revived."""
+        if not self.revive_network:
+            return
+        if raw.startswith(b"{") and b'"net"' in raw:
+            try:
+                m = json.loads(raw)
+            except ValueError:
+                return
+            if m.get("ev") == "net" and m.get("action") == "reboot":
+                self._net_reboot = True
+        elif self._net_reboot and raw.startswith(b"rst:"):  # the ROM's banner: the reset is under way
+            self._net_reboot = False
+            threading.Thread(target=self._revive, name=f"revive-{self.name}", daemon=True).start()
+
+    def _revive(self) -> None:
+        with self._power:
+            if self.process is None:  # stopped meanwhile
+                return
+            self.process.kill()
+            self.revivals += 1
+            if self.log:
+                with self.log.open("a") as f:
+                    f.write(f"\n== power cycle {self.revivals}: the chip rebooted for its network\n")
+            self._boot()
+
     def power_cut(self, wait_boot: bool = True, timeout: float = 120.0) -> None:
         """The power goes and comes back: QEMU is killed mid-instruction and booted on the same flash."""
-        if self.process:
-            self.process.kill()
+        with self._power:
+            if self.process:
+                self.process.kill()
         self.start(wait_boot, timeout)
 
     def stop(self) -> None:
-        if self.process:
-            self.process.stop()
-            self.process = None
+        with self._power:
+            if self.process:
+                self.process.stop()
+                self.process = None
         if self.console:
             if self.log:  # the whole serial log beside QEMU's own, for a failure's post-mortem
                 self.log.with_suffix(".serial.log").write_text("".join(t + "\n" for _, t in self.console.log))
