@@ -11,6 +11,9 @@ BOARD ?= esp32-devkitc
 BROKER ?=
 DEVICE ?=
 PYTEST_ARGS ?=
+# Test workers: the suite waits on real processes far more than it computes. One emulated ESP32 and
+# one HIL bench at a time whatever the count, the emulated chip first (conftest.py says how). 0: one process.
+TEST_JOBS ?= 2
 
 .PHONY: setup mosquitto emulator-libs test lint run press panel hil flash bench clean help
 
@@ -45,7 +48,7 @@ emulator-libs:
 	@bash scripts/ensure-emulator-libs.sh
 
 test: setup
-	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 # Every check runs even when one before it fails, so one pass lists all there is to mend.
 lint: setup
