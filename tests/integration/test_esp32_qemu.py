@@ -206,6 +206,7 @@ def test_broker_outage_presses_wait_in_flash_and_arrive_once_in_order(system):
     assert all(len(f) == 1 for f in frames.values()), "one event id, two different frames"
 
 
+@pytest.mark.timeout(900)
 def test_a_hung_main_loop_is_reset_by_the_hardware_watchdog(system):
     st, board, obs, chip = system
     settled(board)
@@ -213,5 +214,7 @@ def test_a_hung_main_loop_is_reset_by_the_hardware_watchdog(system):
     board.console.send({"cmd": "hang"})
     boot = board.console.wait_for(lambda m: m.get("ev") == "boot", 120, since=mark)
     assert boot["reset_cause"] == "wdt", boot
+    # The chip may still be sending the outage's backlog from its flash, slow on the emulator: a loop
+    # held up by it has been seen reset by the watchdog a second time before the fault went out.
     obs.wait(lambda m: m.topic == protocol.topic(DEV, "event") and body_of(m.payload)["type"] == "fault"
-             and body_of(m.payload)["cause"] == "watchdog", 120)
+             and body_of(m.payload)["cause"] == "watchdog", REVIVAL_S)
