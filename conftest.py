@@ -32,9 +32,13 @@ def _path(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
 
 
+def _emulated(nodeid: str) -> bool:
+    return fnmatch(_path(nodeid), EMULATED)
+
+
 def _unit(nodeid: str) -> str:
     """The unit of work a test belongs to: its kind's name, or the test itself."""
-    if fnmatch(_path(nodeid), EMULATED):
+    if _emulated(nodeid):
         return "emulated-esp32"
     if fnmatch(_path(nodeid), HIL):
         return "hil-bench"
@@ -42,10 +46,9 @@ def _unit(nodeid: str) -> str:
 
 
 def _order(item: pytest.Item) -> int:
-    path = _path(item.nodeid)
-    if fnmatch(path, EMULATED):
+    if _emulated(item.nodeid):
         return 0
-    return 1 if any(fnmatch(path, p) for p in _PROCESSES) else 2
+    return 1 if any(fnmatch(_path(item.nodeid), p) for p in _PROCESSES) else 2
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,7 +58,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     global _yielded
-    if not _yielded and os.environ.get("PYTEST_XDIST_WORKER") and not fnmatch(_path(item.nodeid), EMULATED):
+    if not _yielded and os.environ.get("PYTEST_XDIST_WORKER") and not _emulated(item.nodeid):
         os.nice(YIELD_NICE)  # for good: a process may raise its niceness, not lower it again
         _yielded = True
 
