@@ -45,6 +45,11 @@ Factory flashing, one merged image per device written at 0x0:
 
   baochay-provision flash --device hn-a-0001 --firmware ESP32_GENERIC-v1.29.0.bin --merge
 
+Signed firmware bundles for over-the-air updates (the bridge offers them to devices):
+
+  baochay-provision release keygen --out /media/offline-usb
+  baochay-provision release build --key /media/offline-usb/release.key --version 0.2.0 --security-version 2
+
 Device keys are never printed. Each command explains itself: baochay-provision <command> --help.
 See docs/installer-guide.md.
 """
@@ -197,7 +202,101 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--local-port", type=int, default=1883,
                    help="plain listener on 127.0.0.1 for a bridge on the same host (default 1883; 0: none)")
     p.add_argument("--persistence-location", default="/var/lib/mosquitto/")
+
+    _add_release(sub, raw)
     return ap
+
+
+RELEASE_EPILOG = """\
+Examples:
+  baochay-provision release keygen --out /media/offline-usb
+  baochay-provision release build --key /media/offline-usb/release.key --version 0.2.0 --security-version 2
+  baochay-provision release build --key release.key --version 0.2.0 --security-version 2 \\
+      --boards virtual,virtual-panic,virtual-transmitter
+  baochay-provision release verify build/release/baochay-0.2.0.bcb --pub release.pub
+
+A bundle (.bcb) holds the application compiled for MicroPython (every firmware module but main.py,
+boot.py and the boot selector slots.py, which stay on the device), a manifest (version, security
+version, boards, the SHA-256 of each part) and the manifest's Ed25519 signature. The bridge checks it
+with release.pub (config key ota.release_key) before offering it to devices. Keep release.key offline.
+"""
+
+
+def _version_arg(text: str) -> str:
+    from bridge.ota.bundle import is_version
+
+    if not is_version(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not MAJOR.MINOR.PATCH (digits only, e.g. 0.2.0)")
+    return text
+
+
+def _security_version_arg(text: str) -> int:
+    from bridge.ota.bundle import MAX_SECURITY_VERSION
+
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_SECURITY_VERSION:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number 0..{MAX_SECURITY_VERSION}")
+    return int(text)
+
+
+def _board_list_arg(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: board names separated by commas, e.g. virtual,virtual-panic")
+    return list(dict.fromkeys(names))
+
+
+def _add_release(sub, raw) -> None:
+    p = sub.add_parser(
+        "release", help="signed firmware bundles for over-the-air updates: keygen, build, verify",
+        description="Signed firmware bundles for over-the-air updates.", formatter_class=raw,
+        epilog=RELEASE_EPILOG)
+    steps = p.add_subparsers(dest="release_command", metavar="STEP")
+    steps.required = True
+
+    k = steps.add_parser(
+        "keygen", help="make the release key: release.key (signs bundles, keep offline) and release.pub",
+        formatter_class=raw, epilog=(
+            "Example:\n  baochay-provision release keygen --out /media/offline-usb\n\n"
+            "Writes DIR/release.key (mode 0600) and DIR/release.pub (0644). Put release.pub on the bridge\n"
+            "(config key ota.release_key); every bundle signed with release.key is then accepted there.\n"
+            "An existing key is never replaced without --force."))
+    k.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the two key files go")
+    k.add_argument("--force", action="store_true",
+                   help="replace an existing key: bundles signed with the old one are refused from then on")
+
+    b = steps.add_parser(
+        "build", help="compile the firmware and write a signed bundle: DIR/baochay-<version>.bcb",
+        formatter_class=raw, epilog=(
+            "Examples:\n"
+            "  baochay-provision release build --key release.key --version 0.2.0 --security-version 2\n"
+            "  baochay-provision release build --key release.key --version 0.2.0 --security-version 2 \\\n"
+            "      --boards virtual,virtual-panic,virtual-transmitter --out build/release-virtual\n\n"
+            "Without --boards the bundle is for every chip board in boards.yaml. One bundle is for chips or\n"
+            "for virtual boards, not both: a virtual board's payload carries the host-only modules a chip's\n"
+            "leaves out. A device never takes a bundle whose security version is below its own; raise it\n"
+            "with a release that fixes a vulnerability. SOURCE_DATE_EPOCH, when set, is the bundle's time:\n"
+            "the same sources then make the same bundle, byte for byte."))
+    b.add_argument("--key", type=Path, required=True, metavar="FILE", help="the release key (release.key)")
+    b.add_argument("--version", type=_version_arg, required=True,
+                   help="the application version the bundle carries (MAJOR.MINOR.PATCH)")
+    b.add_argument("--security-version", type=_security_version_arg, required=True, metavar="N",
+                   help="0..65535; devices refuse bundles below the highest they have run")
+    b.add_argument("--boards", type=_board_list_arg, metavar="NAMES",
+                   help="board names, comma-separated (default: every chip board in --boards-file)")
+    b.add_argument("--min-base", type=_version_arg, metavar="VERSION", default=None,
+                   help="the oldest MicroPython a device must run to take the bundle (default 1.24.0)")
+    b.add_argument("--out", type=Path, metavar="DIR", help="default: build/release")
+    b.add_argument("--boards-file", type=Path, default=boards_mod.BOARDS_YAML, metavar="FILE",
+                   help="board definitions (default: boards.yaml of this repository)")
+
+    v = steps.add_parser(
+        "verify", help="check a bundle as the bridge does; exit 0 only when it is accepted",
+        formatter_class=raw, epilog=(
+            "Example:\n  baochay-provision release verify build/release/baochay-0.2.0.bcb --pub release.pub\n\n"
+            "A refused bundle prints `error: bundle refused: REASON: ...` and exits 1; REASON is one of\n"
+            "not-a-bundle, bad-manifest, bad-signature, bad-hash."))
+    v.add_argument("bundle", type=Path, metavar="BUNDLE", help="a .bcb file")
+    v.add_argument("--pub", type=Path, required=True, metavar="FILE", help="the release public key (release.pub)")
 
 
 def cmd_boards(a) -> int:
@@ -368,6 +467,29 @@ def cmd_broker_config(a) -> int:
     return 0
 
 
+def cmd_release(a) -> int:
+    from . import release
+
+    if a.release_command == "keygen":
+        kp = release.keygen(a.out, force=a.force)
+        print(f"release key  {kp.key} (mode 0600: keep it offline, with whoever signs releases)")
+        print(f"public key   {kp.pub}")
+        print(f"fingerprint  {kp.fingerprint}")
+        print(f"next: put {kp.pub} on the bridge (config key ota.release_key); sign bundles with "
+              f"release build --key {kp.key}")
+        return 0
+    if a.release_command == "build":
+        r = release.build_release(a.key, a.version, a.security_version, a.boards,
+                                  min_base=a.min_base or release.DEFAULT_MIN_BASE,
+                                  out_dir=a.out or release.DEFAULT_RELEASE_DIR, boards_file=a.boards_file,
+                                  show_progress=True)
+    else:
+        r = release.verify_release(a.bundle, a.pub)
+    for line in release.summary(r):
+        print(line)
+    return 0
+
+
 COMMANDS = {
     "boards": cmd_boards,
     "new-device": cmd_new_device,
@@ -376,6 +498,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "register": cmd_register,
     "broker-config": cmd_broker_config,
+    "release": cmd_release,
 }
 
 

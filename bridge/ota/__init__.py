@@ -1,0 +1,1 @@
+"""Over-the-air firmware updates: signed release bundles and the bridge's decision to trust one."""
