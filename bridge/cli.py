@@ -307,6 +307,64 @@ def cmd_cmd(args) -> int:
     return 0
 
 
+def cmd_ota(args) -> int:
+    """Firmware updates (docs/ota.md): the running bridge's OTA worker carries out what these write."""
+    from .ota import rollout as ro
+    from .ota.bundle import BundleError
+    from .status import _ago, _table
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.db:
+        cfg["db"] = args.db
+    conn = db.connect(cfg["db"], durable=True)
+    try:
+        if args.action == "upload":
+            b = ro.upload(conn, cfg, args.bundle)
+            print(f"bundle {b.version} uploaded: security version {b.security_version}, boards "
+                  f"{', '.join(b.boards)}, {b.size} bytes, sha256 {b.sha256}")
+            print(f"next: baochay-bridge ota rollout {b.version} --to devices=ID[,ID] (or building=, board=, all)")
+        elif args.action == "rollout":
+            rid = ro.start_rollout(conn, args.version, args.to, args.canary, args.max_fail)
+            st = ro.status(conn, rid)[0]
+            n, canary = len(st["devices"]), sum(d["canary"] for d in st["devices"])
+            print(f"rollout {rid}: {args.version} to {n} device(s), {canary} in the canary first; halts when more "
+                  f"than {args.max_fail:g}% fail. Watch it: baochay-bridge ota status")
+        elif args.action in ("pause", "resume", "abort"):
+            state = {"pause": "paused", "resume": "running", "abort": "aborted"}[args.action]
+            rid = ro.set_state(conn, args.rollout, state, args.why or "")
+            print(f"rollout {rid} {state}")
+        else:
+            rows = ro.status(conn, args.rollout)
+            if args.json:
+                print(json.dumps(rows, indent=2, default=str))
+                return 0
+            if not rows:
+                print("no rollouts yet: baochay-bridge ota upload BUNDLE, then ota rollout VERSION --to ...")
+            now = time.time()
+            for r in rows:
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
+                print(f"rollout {r['id']}: {r['version']} to {r['target']} - {r['state'].upper()}"
+                      f"{': ' + r['reason'] if r['reason'] else ''} ({counts})")
+                print("\n".join(_table(
+                    ["device", "canary", "state", "progress", "since", "reason"],
+                    [[d["dev"], "yes" if d["canary"] else "", d["state"],
+                      f"{d['pct']}%" if d["pct"] is not None and d["state"] in ("offered", "downloading", "waiting")
+                      else "", _ago(d["updated_at"], now), d["reason"] or ""] for d in r["devices"]])))
+        return 0
+    except (ro.OtaError, BundleError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="baochay-bridge", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
@@ -387,6 +445,32 @@ def parser() -> argparse.ArgumentParser:
     for x in (fs, fl, fw):
         with_config(x)
     sp.set_defaults(fn=cmd_facilities)
+
+    sp = with_config(sub.add_parser("ota", help="firmware updates: upload a bundle, roll it out, watch it"))
+    osub = sp.add_subparsers(dest="action", required=True)
+    up = osub.add_parser("upload", help="check a bundle with the release key (ota.release_key) and keep it")
+    up.add_argument("bundle", help="a .bcb file from `baochay-provision release build`")
+    rl = osub.add_parser("rollout", help="offer an uploaded version to devices, a canary first")
+    rl.add_argument("version")
+    rl.add_argument("--to", required=True, help="building=NAME[,NAME], board=NAME[,NAME], devices=ID[,ID] or all")
+    rl.add_argument("--canary", type=float, default=10.0, metavar="PCT",
+                    help="this share of the devices (at least one) is updated and confirmed first (default 10)")
+    rl.add_argument("--max-fail", dest="max_fail", type=float, default=0.0, metavar="PCT",
+                    help="halt when more than this share fails or rolls back (default 0: the first failure halts)")
+    stt = osub.add_parser("status", help="rollouts and each device's update state")
+    stt.add_argument("--rollout", type=int, metavar="ID")
+    stt.add_argument("--json", action="store_true")
+    ctl = []
+    for verb, what in (("pause", "stop offering (downloads under way go on)"),
+                       ("resume", "go on with a paused or halted rollout"),
+                       ("abort", "end a rollout; devices not yet installing are skipped")):
+        x = osub.add_parser(verb, help=what)
+        x.add_argument("--rollout", type=int, metavar="ID", help="default: the latest")
+        x.add_argument("--why", help="kept with the rollout")
+        ctl.append(x)
+    for x in (up, rl, stt, *ctl):
+        with_config(x)
+    sp.set_defaults(fn=cmd_ota)
 
     sp = with_config(sub.add_parser("cmd", help="send a signed command to a device"), need_db_option=False)
     sp.add_argument("device")

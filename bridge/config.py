@@ -58,6 +58,11 @@ DEFAULTS: dict = {
     # contacts told of each alarm (bridge/workers/callouts.py): type `smpp` (options: host, port,
     # system_id, password, source); ack_s: how long a contact has to answer before the next is told.
     "notify": {"type": None, "ack_s": 120, "options": {}},
+    # firmware updates (docs/ota.md): release_key, the release.pub bundles are checked with; dir, where
+    # uploaded bundles are kept (default: `bundles` beside the database); chunk, bytes a device gets
+    # per request; confirm_s, how long a new version has to prove itself before the device rolls
+    # back; stall_s, an offer or confirmation with no news this long is sent again.
+    "ota": {"release_key": None, "dir": None, "chunk": 1024, "confirm_s": 300, "stall_s": 30, "tick_s": 1.0},
     "sinks": [],
     "accepted_from": None,
     "sink_types": {},
@@ -124,6 +129,16 @@ def check(cfg: dict, base_dir: Path) -> dict:
     for k in ("port", "keepalive", "session_expiry_s"):
         if not isinstance(m[k], int):
             raise ConfigError(f"mqtt.{k} must be an integer")
+    o = cfg["ota"]
+    for k in ("release_key", "dir"):  # relative to the config file, as the database is
+        if o[k]:
+            op = Path(str(o[k]))
+            o[k] = str(op if op.is_absolute() else base_dir / op)
+    for k in ("chunk", "confirm_s", "stall_s"):
+        if not isinstance(o[k], int) or isinstance(o[k], bool) or o[k] <= 0:
+            raise ConfigError(f"ota.{k} must be a positive integer")
+    if not 64 <= o["chunk"] <= 4096:
+        raise ConfigError("ota.chunk must be 64 to 4096 bytes (a device's MQTT buffer takes 8192)")
     names = []
     for i, s in enumerate(cfg["sinks"] or []):
         if not isinstance(s, dict) or "name" not in s or "type" not in s:

@@ -139,6 +139,43 @@ CREATE TABLE IF NOT EXISTS pruned (
     ctr INTEGER NOT NULL,
     PRIMARY KEY (dev, ep)
 );
+-- firmware updates (bridge/ota/rollout.py): the bundles uploaded, the rollouts, each device's progress
+CREATE TABLE IF NOT EXISTS ota_bundles (
+    version TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    security_version INTEGER NOT NULL,
+    boards TEXT NOT NULL,
+    min_base TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    uploaded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ota_rollouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    version TEXT NOT NULL,
+    target TEXT NOT NULL,
+    canary_pct REAL NOT NULL,
+    max_fail_pct REAL NOT NULL,
+    accepted_failures INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'running',
+    reason TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ota_devices (
+    rollout INTEGER NOT NULL,
+    dev TEXT NOT NULL,
+    canary INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'queued',
+    off INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    offered_at REAL,
+    pending_at REAL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (rollout, dev)
+);
+CREATE INDEX IF NOT EXISTS ota_devices_dev ON ota_devices(dev, state);
 CREATE TABLE IF NOT EXISTS meta (
     k TEXT PRIMARY KEY,
     v TEXT

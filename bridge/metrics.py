@@ -35,6 +35,8 @@ class Metrics:
                               registry=r)
         self.callouts = Counter("baochay_callouts", "Contact messages about alarms, by outcome (sent, "
                                 "send_failed, acked)", ["outcome"], registry=r)
+        self.ota_devices = Gauge("baochay_ota_devices", "Devices in running or paused rollouts, by their update "
+                                 "state (docs/ota.md)", ["state"], registry=r)
         self.faults_open = Gauge("baochay_faults_open", "Open operator faults", registry=r)
         self.tests_missed = Gauge("baochay_tests_missed", "Devices whose periodic test is overdue (the "
                                   "test-missed fault)", registry=r)

@@ -21,6 +21,7 @@ from .ingest import MqttLink
 from .limits import KINDS, UNREGISTERED, Drops, Limits
 from .metrics import Metrics
 from .notify import build_notifier
+from .ota.worker import OtaWorker
 from .registry import Registry
 from .stages.ack import ack_frame, ack_topic
 from .stages.authenticate import DUPLICATE, FORGOTTEN, LATE, NEW
@@ -95,6 +96,8 @@ class Bridge:
             cfg["db"], build_notifier(n["type"], **n["options"]), self.registry, ack_s=float(n["ack_s"]),
             metrics=self.metrics)
         self.link = MqttLink(cfg["mqtt"], self.bridge_id, __version__, self._on_message)
+        # firmware updates (bridge/ota/worker.py): only where bundles can be checked, with a release key
+        self.ota = OtaWorker(cfg, self.registry, self.metrics) if cfg["ota"]["release_key"] else None
         self.limits = Limits(cfg["limits"]["rates"])  # used on paho's thread only
         self.drops = Drops()
         self.flood = FloodWatch(self.drops, self.writer, float(cfg["limits"]["flood_clear_s"]))
@@ -110,7 +113,7 @@ class Bridge:
                               backlogs=self._first_workers, counts=self._counts, publish=self.link.publish,
                               shared=self.shared, stopping=self._stopping, clock=self.clock, link=self.link,
                               storage=self.storage, flood=self.flood,
-                              tests=TestWatch(sup, self.writer, self.metrics))
+                              tests=TestWatch(sup, self.writer, self.metrics), ota=self.ota)
         self._reject_log: dict[str, tuple[float, int]] = {}  # reason -> (last logged, not logged since)
 
     def _state_file(self) -> StateFile | None:
@@ -131,6 +134,8 @@ class Bridge:
             w.start()
         if self.callouts is not None:
             self.callouts.start()
+        if self.ota is not None:
+            self.ota.start()
         for w in self._first_workers.values():
             self.metrics.backlog.labels(w.name_).set(w.backlog(self.conn))
         m = self.cfg["metrics"]
@@ -175,6 +180,8 @@ class Bridge:
         if self.callouts is not None:
             self.callouts.stop()
             self.callouts.join(10)
+        if self.ota is not None:
+            self.ota.stop()
         self._ticker.join(5)
         self.link.stop()
         if self._metrics_server is not None:

@@ -21,7 +21,7 @@ _TEST_STEP_S = const(600)  # the time left to the periodic test is kept on flash
 
 
 class App:
-    FW_VERSION = "0.1.0"
+    FW_VERSION = "0.1.0"  # a release bundle says its own (baochay-provision release build)
 
     def __init__(self, board, flash_dir="."):
         self.board = board
@@ -44,6 +44,10 @@ class App:
         self.net_held = False  # the test rig holds the network down
         self._outbox_fault = None  # the event id of a standing outbox fault (full, or flash refusing)
         self._flash_ok = True  # whether flash took the last event; restored once it takes one again
+        self.ota = None  # the update being downloaded (ota.py), if any
+        # [ticks by which a pending update must be confirmed (None: none pending), whether this boot
+        # has proved good (slots.py's safe-mode count)]; one list: every attribute name costs heap
+        self.update = [None, False]
 
     # -- start-up -----------------------------------------------------------------------------
     async def main(self):
@@ -84,6 +88,18 @@ class App:
         b.wdt_start(cfg.get("wdt_ms", 10000))
         if b.reset_cause == "wdt":
             self.raise_event("fault", "watchdog", {"detail": "restarted by the watchdog"})
+        # A device that has been updated has the boot selector's state (slots.py): it reports what
+        # the selector did, starts a pending update's clock, resumes a download. One that never was
+        # loads nothing for it: each name and constant costs heap.
+        import os
+
+        try:
+            os.stat(self.dir + "/ota-state.json")
+            import slots  # main.py holds it already
+
+            slots.state(self)
+        except OSError:  # never updated (or flash refusing): nothing to report, nothing to count
+            self.update[1] = True
         out_s = self.counters.get("net_reboot")
         if out_s:  # the link watch rebooted it: the operator learns why once it is back
             self.raise_event("fault", "network", {"detail": "rebooted: no broker for %d s" % out_s})
@@ -256,6 +272,10 @@ class App:
 
     # -- MQTT callbacks ---------------------------------------------------------------------------
     def _on_message(self, t, payload, retained):
+        if t == topic(self.dev, "ota") + "data":  # unsigned: the offer's SHA-256, signed, covers every byte
+            if self.ota:
+                self.ota.put(payload)
+            return
         try:
             msg = check_message(open_frame(payload, self.signer.hexmac))
             if t == topic(self.dev, "ack"):
@@ -284,6 +304,10 @@ class App:
         c = self.clock
         birth = birth_body(self.FW_VERSION, self.board.name, c.boot, c.uptime_ms(), c.unix())
         await self.mq.publish(topic(self.dev, "status"), dumps(birth), qos=1, retain=True)
+        if not self.update[1] or self.update[0] is not None:  # an updated device (slots.py)
+            import slots
+
+            slots.online(self)
 
     # -- indicator ------------------------------------------------------------------------------
     def show(self):
@@ -389,6 +413,10 @@ class App:
                 if self._outbox_fault:
                     self._check_outbox()  # drained by the bridge's acks: restore
                 test_at = self._periodic_test(now, test_at)
+                if not self.update[1] or self.update[0] is not None:  # an updated device (slots.py)
+                    import slots
+
+                    slots.step(self, now)
             except MemoryError:
                 self._low_memory()
             except Exception as e:  # a network stack error on the chip (OSError): try again later

@@ -50,6 +50,10 @@ def remote(msg):
         asyncio.create_task(a.selftest())
     elif name == "reboot":
         asyncio.create_task(a.reboot())
+    elif name == "ota":
+        import ota
+
+        ota.run(a, args)
     elif name == "config":
         for k in REMOTE_CONFIG:
             if isinstance(args.get(k), int) and args[k] >= 0:

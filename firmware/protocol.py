@@ -78,7 +78,8 @@ def durable(stage):
 
 
 # -- commands ---------------------------------------------------------------------------------
-COMMANDS = ("identify", "self-test", "silence", "reboot", "config")
+# `ota` offers an update, or with args {"confirm": version} confirms the pending one (docs/ota.md)
+COMMANDS = ("identify", "self-test", "silence", "reboot", "config", "ota")
 REMOTE_CONFIG = ("telemetry_s", "cancel_window_s")  # the config keys `config` may change
 
 

@@ -14,6 +14,10 @@ except ImportError:  # beside protocol.py on sys.path (MicroPython, the core tes
 
 DEVICE_KINDS = ("event", "telemetry", "status")  # device -> bridge
 BRIDGE_KINDS = ("ack", "cmd")  # bridge -> device
+# Firmware updates (docs/ota.md) on topics of their own, served by the bridge's OTA worker on its own
+# connection, apart from the alarm path: a device's reports and chunk requests, and the chunks.
+OTA_REQUEST = "ota"  # device -> bridge
+OTA_DATA = "otadata"  # bridge -> device
 BRIDGE_NS = "bridge"  # PREFIX + "bridge/<bridge-id>/(state|health)"
 
 
@@ -65,8 +69,10 @@ SENSOR_CAUSES = ("heat", "smoke", "multi")
 PANEL_CAUSES = ("panel",)
 PANEL_FAULT_CAUSES = ("panel-fault", "line-open", "line-short")
 ALARM_CAUSES = ("button",) + SENSOR_CAUSES + PANEL_CAUSES
+# `update-failed`: an update was rolled back, or its boots never came online and safe mode started the
+# last good application instead (docs/ota.md)
 FAULT_CAUSES = ("config", "sensor", "i2c", "battery", "tamper", "gps", "chamber", "watchdog", "outbox",
-                "network") + PANEL_FAULT_CAUSES
+                "network", "update-failed") + PANEL_FAULT_CAUSES
 CAUSES = {
     "alarm": ALARM_CAUSES,
     "prealarm": ("button",) + SENSOR_CAUSES,  # a panel's relay is closed or open: no prealarm
@@ -116,15 +122,15 @@ DIGITS = "0123456789"
 # -- broker ACL ---------------------------------------------------------------------------------
 def acl_device():
     """Mosquitto `pattern` lines: each device (user name = device id) writes only its own topics."""
-    lines = ["pattern write " + p.topic("%u", k) for k in DEVICE_KINDS]
-    lines += ["pattern read " + p.topic("%u", k) for k in BRIDGE_KINDS]
+    lines = ["pattern write " + p.topic("%u", k) for k in DEVICE_KINDS + (OTA_REQUEST,)]
+    lines += ["pattern read " + p.topic("%u", k) for k in BRIDGE_KINDS + (OTA_DATA,)]
     return lines
 
 
 def acl_bridge():
     """Mosquitto `topic` lines for a bridge account: reads every device, writes acks and commands."""
-    lines = ["topic read " + every(k) for k in DEVICE_KINDS]
-    lines += ["topic write " + every(k) for k in BRIDGE_KINDS]
+    lines = ["topic read " + every(k) for k in DEVICE_KINDS + (OTA_REQUEST,)]
+    lines += ["topic write " + every(k) for k in BRIDGE_KINDS + (OTA_DATA,)]
     lines.append("topic readwrite " + p.PREFIX + BRIDGE_NS + "/#")
     return lines
 

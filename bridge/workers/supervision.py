@@ -178,7 +178,7 @@ class Ticker(threading.Thread):
     def __init__(self, cfg: dict, bridge_id: str, version: str, *, registry, presence: Presence, writer, metrics,
                  conn: sqlite3.Connection, backlogs: dict, counts: dict, publish: Callable, shared: bool,
                  stopping: threading.Event, clock: BridgeClock | None = None, link=None, storage=None, flood=None,
-                 tests=None):
+                 tests=None, ota=None):
         super().__init__(name="supervision", daemon=True)
         self.cfg = cfg
         self.bridge_id = bridge_id
@@ -196,6 +196,7 @@ class Ticker(threading.Thread):
         self.clock = clock or BridgeClock()
         self._following = False  # a step is being moved into the database: noticed once
         self.link = link  # the bridge's MQTT link (down_since, down_reason); None: always up
+        self.ota = ota  # the OTA worker (its running rollouts for health), or None
         self._broker_was_down = False
         self._broker_said = 0.0  # monotonic time of the last "broker unreachable" log line
         self.storage = storage  # bridge/workers/storage_watch.py; None in tests that do without
@@ -320,6 +321,8 @@ class Ticker(threading.Thread):
             body["tests_missed"] = self.tests.missed
         if self.storage is not None:
             body["storage"] = self.storage.health_part()
+        if self.ota is not None and self.ota.summary:  # rollouts under way: version, state, devices by state
+            body["ota"] = {str(k): v for k, v in self.ota.summary.items()}
         self.publish(protocol_host.bridge_topic(self.bridge_id, "health"), json.dumps(body, separators=(",", ":")).encode(),
                      qos=0)
         return t1, c1

@@ -31,6 +31,7 @@ class Board:
         self._restarting = False
 
     def setup(self, board_cfg, device_cfg):
+        self.name = board_cfg.get("name", "virtual")  # the boards.yaml entry (an update checks it)
         self.sensors = board_cfg.get("sensors", [])
         self.pins = board_cfg.get("pins", {})
         self.panel = board_cfg.get("panel")
