@@ -44,6 +44,39 @@ _UNSUBACK = const(11)
 _PINGRESP = const(13)
 
 
+# MicroPython's asyncio waits on every stream in one poll; on the ESP32 a socket the IP stack has
+# dropped (Wi-Fi restarted under it) makes that poll fail with EIO, and the exception ends
+# asyncio.run: the device sits at the REPL until the watchdog resets it. This replaces the event
+# loop's wait: on such a failure the stream whose poll fails alone is taken off and its waiters
+# woken; their own read or write raises, and the client reconnects. (Named after the method it
+# stands in for: a new name would cost the heap a qstr.)
+def wait_io_event(dt):
+    q = core._io_queue
+    try:
+        type(q).wait_io_event(q, dt)
+    except OSError:
+        import select
+
+        for sm in list(q.map.values()):
+            try:
+                p = select.poll()
+                p.register(sm[-1])
+                p.poll(0)
+            except OSError:
+                q._dequeue(sm[-1])
+                for t in sm[:-1]:  # [read, (pri,) write] waiters, then the stream
+                    if t:
+                        core._task_queue.push(t)
+
+
+try:
+    from asyncio import core  # type: ignore[attr-defined]  # MicroPython's event loop, in Python
+
+    core._io_queue.wait_io_event = wait_io_event
+except ImportError:  # CPython: its event loop watches each descriptor by itself
+    core = None
+
+
 def tls_context(cadata=None, insecure=False):
     """A client SSLContext for the broker: verified against `cadata` (one CA certificate, DER bytes),
     host name included; or, only when `insecure`, not verified at all. The same code on both
