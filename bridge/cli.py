@@ -339,8 +339,9 @@ def cmd_ota(args) -> int:
             print(f"rollout {rid} {state}")
         else:
             rows = ro.status(conn, args.rollout)
+            refused = ro.refused_uploads(conn) if args.rollout is None else []
             if args.json:
-                print(json.dumps(rows, indent=2, default=str))
+                print(json.dumps({"rollouts": rows, "refused_uploads": refused}, indent=2, default=str))
                 return 0
             if not rows:
                 print("no rollouts yet: baochay-bridge ota upload BUNDLE, then ota rollout VERSION --to ...")
@@ -354,6 +355,11 @@ def cmd_ota(args) -> int:
                     [[d["dev"], "yes" if d["canary"] else "", d["state"],
                       f"{d['pct']}%" if d["pct"] is not None and d["state"] in ("offered", "downloading", "waiting")
                       else "", _ago(d["updated_at"], now), d["reason"] or ""] for d in r["devices"]])))
+            if refused:
+                print("bundles refused at upload (latest first):")
+                print("\n".join(_table(["file", "reason", "when", "detail"],
+                                       [[Path(r["file"]).name, r["reason"], _ago(r["at"], now), r["detail"]]
+                                        for r in refused])))
         return 0
     except (ro.OtaError, BundleError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -176,6 +176,14 @@ CREATE TABLE IF NOT EXISTS ota_devices (
     PRIMARY KEY (rollout, dev)
 );
 CREATE INDEX IF NOT EXISTS ota_devices_dev ON ota_devices(dev, state);
+-- bundles `ota upload` refused (bad signature, bad hash, a version reused): shown by `ota status`
+CREATE TABLE IF NOT EXISTS ota_refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     k TEXT PRIMARY KEY,
     v TEXT

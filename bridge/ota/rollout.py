@@ -46,8 +46,14 @@ def release_key(cfg: dict):
 
 
 def upload(conn: sqlite3.Connection, cfg: dict, path: str | Path) -> Bundle:
-    """Verify a bundle with the release key and keep it (a copy under the bundle directory)."""
-    b = read_bundle(Path(path), release_key(cfg))
+    """Verify a bundle with the release key and keep it (a copy under the bundle directory). A
+    bundle refused is recorded with the reason, for `ota status`."""
+    key = release_key(cfg)  # no key is the bridge's configuration, not the bundle's fault
+    try:
+        b = read_bundle(Path(path), key)
+    except BundleError as e:
+        _refused(conn, path, e.reason, e.detail)
+        raise
     d = bundle_dir(cfg)
     d.mkdir(parents=True, exist_ok=True)
     target = d / f"{b.sha256}.bcb"
@@ -61,6 +67,7 @@ def upload(conn: sqlite3.Connection, cfg: dict, path: str | Path) -> Bundle:
         tmp.replace(target)
     old = conn.execute("SELECT sha256 FROM ota_bundles WHERE version=?", (b.version,)).fetchone()
     if old and old["sha256"] != b.sha256:
+        _refused(conn, path, "version-reused", f"version {b.version} is already uploaded with other contents")
         raise OtaError(f"version {b.version} is already uploaded with other contents (sha256 "
                        f"{old['sha256'][:12]}…); a release keeps its version")
     conn.execute("INSERT OR IGNORE INTO ota_bundles (version, sha256, security_version, boards, min_base, size, "
@@ -68,6 +75,17 @@ def upload(conn: sqlite3.Connection, cfg: dict, path: str | Path) -> Bundle:
                  (b.version, b.sha256, b.security_version, json.dumps(b.boards), b.min_base, b.size,
                   str(target), time.time()))
     return b
+
+
+def _refused(conn: sqlite3.Connection, path: str | Path, reason: str, detail: str) -> None:
+    conn.execute("INSERT INTO ota_refusals (file, reason, detail, at) VALUES (?,?,?,?)",
+                 (str(Path(path).resolve()), reason, detail, time.time()))
+
+
+def refused_uploads(conn: sqlite3.Connection, limit: int = 10) -> list[dict]:
+    """The bundles `ota upload` refused, the latest first."""
+    return [dict(r) for r in conn.execute("SELECT file, reason, detail, at FROM ota_refusals ORDER BY id DESC "
+                                          "LIMIT ?", (limit,))]
 
 
 def bundle_row(conn: sqlite3.Connection, version: str) -> sqlite3.Row:

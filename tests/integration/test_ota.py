@@ -68,7 +68,7 @@ def cli(stack, *args, ok=True):
 
 def status(stack) -> dict:
     """The latest rollout, as `ota status --json` shows it: {dev: device row}, and the rollout."""
-    rows = json.loads(cli(stack, "status", "--json").stdout)
+    rows = json.loads(cli(stack, "status", "--json").stdout)["rollouts"]
     return rows[0] if rows else {}
 
 
@@ -159,6 +159,12 @@ def test_refused_bundles_and_offers_say_why(stack, release, tmp_path):
     forged = build_release(other.key, "0.9.0", 9, ["virtual"], out_dir=tmp_path / "forged")
     r = cli(stack, "upload", str(forged.path), ok=False)
     assert r.returncode == 1 and "bad-signature" in r.stderr
+    refused = json.loads(cli(stack, "status", "--json").stdout)["refused_uploads"]
+    assert [(Path(u["file"]).name, u["reason"]) for u in refused] == [
+        (forged.path.name, "bad-signature"), ("tampered.bcb", "bad-hash")], refused
+    shown = cli(stack, "status").stdout
+    assert "bundles refused at upload" in shown, shown
+    assert any("tampered.bcb" in line and "bad-hash" in line for line in shown.splitlines()), shown
     # at the devices: a bundle for another board, then a lower security version after 0.2.0
     dev0, dev1 = (s["cfg"]["dev"] for s in stack.sites)
     cli(stack, "upload", str(bundles["panic-only"]))
