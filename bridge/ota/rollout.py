@@ -77,6 +77,20 @@ def upload(conn: sqlite3.Connection, cfg: dict, path: str | Path) -> Bundle:
     return b
 
 
+def failing_checks(selftest: dict) -> set[str]:
+    """The checks a self-test's data names as failed ("fail", or false as the sensing summary `ok`)."""
+    return {k for k, v in selftest.items() if k != "pass" and (v == "fail" or v is False)}
+
+
+def no_worse(new: dict, before: dict | None) -> bool:
+    """Whether the new version's self-test proves it: it passed, or every check failing now failed
+    in the self-test before the update too (hardware already missing or broken is not the new
+    version's doing). With nothing to compare with, it must pass."""
+    if new.get("pass") is True:
+        return True
+    return before is not None and failing_checks(new) <= failing_checks(before)
+
+
 def _refused(conn: sqlite3.Connection, path: str | Path, reason: str, detail: str) -> None:
     conn.execute("INSERT INTO ota_refusals (file, reason, detail, at) VALUES (?,?,?,?)",
                  (str(Path(path).resolve()), reason, detail, time.time()))

@@ -262,7 +262,7 @@ class OtaWorker:
                 if online and now - (d["updated_at"] or 0) > stall:
                     self._offer(d, bundle, now)  # lost, or the device rebooted: it resumes from its offset
             elif st == "pending":
-                if d["fw"] == r["version"] and online and self._selftest_since(d["dev"], d["pending_at"] or 0):
+                if d["fw"] == r["version"] and online and self._proved(d):
                     self._confirm(d, r["version"], now)
                 elif now - (d["pending_at"] or now) > int(self.ocfg["confirm_s"]) + stall:
                     self._set(d, "failed", now, "the new version was never seen online")
@@ -284,15 +284,25 @@ class OtaWorker:
         except (ValueError, KeyError, TypeError, AttributeError):
             return "update failed"
 
-    def _selftest_since(self, dev: str, since: float) -> bool:
+    def _proved(self, d) -> bool:
+        """The new version's self-test, stored since it became pending, is no worse than the last
+        one stored before the offer (ro.no_worse): a device whose sensor was already broken can still
+        be given the version that may fix it, one that breaks a working check is not confirmed."""
+        new = self._selftest(d["dev"], ">=", d["pending_at"] or 0)
+        return new is not None and ro.no_worse(new, self._selftest(d["dev"], "<", d["offered_at"] or 0))
+
+    def _selftest(self, dev: str, op: str, at: float) -> dict | None:
+        """The data of the latest stored self-test received at or after (op '>=') or before ('<') `at`."""
+        assert op in (">=", "<")
         row = self.conn.execute("SELECT body FROM events WHERE dev=? AND type='test' AND cause='selftest' AND "
-                                "received_at>=? ORDER BY seq DESC LIMIT 1", (dev, since)).fetchone()
+                                f"received_at{op}? ORDER BY seq DESC LIMIT 1", (dev, at)).fetchone()
         if row is None:
-            return False
+            return None
         try:
-            return bool(json.loads(bytes(row["body"]))["data"].get("pass"))
+            data = json.loads(bytes(row["body"]))["data"]
+            return data if isinstance(data, dict) else None
         except (ValueError, KeyError, TypeError, AttributeError):
-            return False
+            return None
 
     def _command(self, dev: str, cmd: str, args: dict) -> bool:
         device = self.registry.get(dev)
