@@ -212,6 +212,7 @@ ADDED_COLUMNS = (
     ("facilities", "hazards_other", "TEXT NOT NULL DEFAULT ''"),
     ("facilities", "water_sources", "TEXT NOT NULL DEFAULT '[]'"),  # JSON list of texts
     ("device_state", "last_test", "REAL"),  # when its last `test` event was received (test supervision)
+    ("ota_devices", "boot_at_offer", "INTEGER"),  # the device's boot count when first offered (reboots)
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS events_dev_ep ON events(dev, ep, ctr);

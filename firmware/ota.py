@@ -1,7 +1,8 @@
 # An update the bridge offers (docs/ota.md): checked against this device, fetched into the inactive
 # slot in chunks over MQTT (offset-based, so a power cut or a lost link resumes where it stopped),
 # verified against the offer's SHA-256, unpacked, and made pending for the boot selector (slots.py).
-# Loaded only when an offer comes, or at boot when a download was under way: no heap otherwise.
+# Loaded only when an offer comes, never at boot (a download a reboot stopped goes on when the
+# bridge offers it again): no heap otherwise.
 #
 # The offer (a signed `ota` command) names version, sv (security version), size, sha256, boards,
 # min_base and confirm_s. The device asks for the chunk at `off` on its `ota` topic; the bridge sends
@@ -323,9 +324,9 @@ def _unpack(src, dest):
         f.write("1")
 
 
-def offer(app, args, kept=False):
-    """A signed `ota` command (kept: the one on flash, at boot): refused with its reason on the ota
-    topic, or downloaded."""
+def offer(app, args):
+    """A signed `ota` command: refused with its reason on the ota topic, or downloaded (from the
+    offset reached before, when it is the offer the bytes on flash belong to)."""
     import asyncio
 
     state = slots.load(app.dir)
@@ -334,8 +335,6 @@ def offer(app, args, kept=False):
         confirm(app, app.FW_VERSION)  # running it already: nothing to fetch
         return
     why = refusal(app, args, state)
-    if why and kept:
-        _clear(app.dir)
     d = Download(app, args if why is None else _blank(args))
     if why:
         app.console.emit("ota", state="refused", reason=why[0], detail=why[1])
@@ -362,13 +361,8 @@ def _blank(args):
 
 def run(app, args):
     """The app's one way in (each name costs its heap): the `ota` command's args, an offer or, with
-    "confirm", a confirmation; None at boot (the offer kept on flash: a download a reboot or a power
-    cut stopped goes on from its offset); () when the confirmation did not come in time."""
-    if args is None:
-        o = _load(app.dir)
-        if o:
-            offer(app, o, True)
-    elif args == ():
+    "confirm", a confirmation; () when the confirmation did not come in time."""
+    if args == ():
         import asyncio
 
         asyncio.create_task(unconfirmed(app))

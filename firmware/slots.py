@@ -118,8 +118,11 @@ def step(app, now):
 
 def state(app):
     """At start-up, on a device that has been updated: what the selector did is raised as an
-    `update-failed` fault (an update rolled back; safe mode), once; a pending slot's clock starts; a
-    download a reboot or a power cut stopped goes on (ota.py)."""
+    `update-failed` fault (an update rolled back; safe mode), once; a pending slot's clock starts. A
+    download a reboot or a power cut stopped is not taken up here: the bridge offers it again once
+    the device is online, and it goes on from its offset. Nothing of the update loads before then:
+    on an ESP32 what loads before Wi-Fi starts is missing to it, and a download that ran it out of
+    memory must not do so again at every boot."""
     from compat import ticks_diff, ticks_ms
 
     s = load(app.dir)
@@ -136,13 +139,6 @@ def state(app):
         base = "the base firmware"
         app.raise_event("fault", "update-failed", {"detail": "safe mode: slot %s failed %d boots, started %s" % (
             safe[0] or base, safe[2], safe[1] or base)})
-    try:
-        os.stat(app.dir + "/ota-download.json")
-    except OSError:
-        return
-    import ota
-
-    ota.run(app, None)
 
 
 def error(path, e, directory="."):

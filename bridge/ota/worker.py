@@ -37,6 +37,9 @@ from .bundle import BundleError, read_bundle
 
 log = logging.getLogger("bridge.ota")
 
+# A device that reboots this often while it downloads is failed rather than offered it again: on a
+# stock ESP32 a download can run it out of memory, and every try takes it offline (docs/ota.md).
+MAX_REBOOTS = 3
 ACTIVE = ("queued", "offered", "downloading", "waiting", "pending", "confirming")
 
 
@@ -212,7 +215,7 @@ class OtaWorker:
         """One rollout: offers, confirmations, stalls, the halt; returns its counts."""
         c = self.conn
         bundle = c.execute("SELECT * FROM ota_bundles WHERE version=?", (r["version"],)).fetchone()
-        devs = c.execute("SELECT d.*, s.online, s.fw, s.last_seen FROM ota_devices d LEFT JOIN device_state s "
+        devs = c.execute("SELECT d.*, s.online, s.fw, s.boot, s.last_seen FROM ota_devices d LEFT JOIN device_state s "
                          "ON s.id=d.dev WHERE d.rollout=?", (r["id"],)).fetchall()
         counts: dict[str, int] = {}
         for d in devs:
@@ -259,7 +262,10 @@ class OtaWorker:
             elif d["offered_at"] and (fail := self._update_failed_since(d["dev"], d["offered_at"])):
                 self._set(d, "rolled-back", now, fail)  # the device's own fault event says why
             elif st in ("offered", "downloading", "waiting"):
-                if online and now - (d["updated_at"] or 0) > stall:
+                reboots = (d["boot"] or 0) - d["boot_at_offer"] if d["boot_at_offer"] is not None else 0
+                if reboots >= MAX_REBOOTS:  # whatever makes it reboot (no memory, a crash): not again
+                    self._set(d, "failed", now, f"rebooted {reboots} times during the download")
+                elif online and now - (d["updated_at"] or 0) > stall:
                     self._offer(d, bundle, now)  # lost, or the device rebooted: it resumes from its offset
             elif st == "pending":
                 if d["fw"] == r["version"] and online and self._proved(d):
@@ -318,7 +324,8 @@ class OtaWorker:
                 "confirm_s": int(self.ocfg["confirm_s"])}
         if self._command(d["dev"], "ota", args):
             self._set(d, "offered" if d["state"] == "queued" else d["state"], now, d["reason"],
-                      offered_at=d["offered_at"] or now, size=bundle["size"])
+                      offered_at=d["offered_at"] or now, size=bundle["size"],
+                      boot_at_offer=d["boot"] if d["boot_at_offer"] is None else d["boot_at_offer"])
 
     def _confirm(self, d, version: str, now: float) -> None:
         if self._command(d["dev"], "ota", {"confirm": version}):

@@ -192,6 +192,23 @@ def test_a_power_cut_mid_download_resumes_from_the_offset(stack, release):
     wait_device(stack, dev, ("confirmed",))
 
 
+def test_a_download_that_keeps_rebooting_the_device_is_failed_not_offered_again(stack, release):
+    # On a stock ESP32 a download can run the chip out of memory, and each try takes it offline
+    # until its link watch reboots it (docs/ota.md): three reboots during one download end it.
+    vb, dev, _ = downloading(stack, release[1]["good"], 1, 0)
+    for _ in range(3):
+        mark = vb.console.mark()
+        vb.power_cut()
+        vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "connected", 30, since=mark)
+    d = wait_device(stack, dev, ("failed",), 60)
+    assert d["reason"] == "rebooted 3 times during the download", d
+    assert status(stack)["state"] == "halted"
+    assert vb.request("status")["fw"] == "0.1.0"  # still the version it ran, and protecting
+    mark = vb.console.mark()
+    vb.request("press", ms=80)
+    vb.console.wait_for(lambda m: m.get("ev") == "ack" and m.get("stage") == "accepted", 40, since=mark)
+
+
 def test_an_alarm_during_a_download_goes_first_and_the_update_waits(stack, release):
     vb, dev, _ = downloading(stack, release[1]["good"], 0, 0)
     mark = vb.console.mark()
