@@ -4,7 +4,7 @@ import asyncio
 import gc
 
 from compat import const, ticks_diff, ticks_ms
-from protocol import REMOTE_CONFIG, Refused, check_command, event_id
+from protocol import REMOTE_CONFIG, Refused, check_command, dumps, event_id, topic
 
 _IDENTIFY_MS = const(10000)
 
@@ -51,8 +51,18 @@ def remote(msg):
     elif name == "reboot":
         asyncio.create_task(a.reboot())
     elif name == "ota":
-        import ota
+        try:
+            import ota
+        except MemoryError:  # no room even for the update's code: refused without it, said once per offer
+            import sys
 
+            sys.modules.pop("ota", None)  # a half-loaded module is not to be found by the next offer
+            a.lowmem += 1
+            # one long literal: strings of up to 10 characters are interned, and the pool is full
+            asyncio.create_task(a.mq.publish(topic(a.dev, "ota"), ('{"v":1,"state":"refused","reason":"low-memory",'
+                                             '"detail":"no room to load the update code","version":%s}'
+                                             % dumps(args.get("version")).decode()).encode(), qos=1))
+            return
         ota.run(a, args)
     elif name == "config":
         for k in REMOTE_CONFIG:

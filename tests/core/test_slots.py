@@ -1,11 +1,13 @@
 # The boot selector (slots.py) and the device's side of an update (ota.py): which slot boots, a
 # pending slot gets one boot, rollback with its reason, safe mode after 10 unproven boots, the
 # offer's checks, and the payload unpacked into a slot. Portable: CPython and MicroPython.
+import asyncio
 import json
 import os
 
 import ota
 import slots
+from protocol import topic
 from util import TempDir
 
 
@@ -141,6 +143,10 @@ def test_a_power_cut_while_the_state_is_written_leaves_the_old_state():
 
 class _Board:
     name = "virtual"
+    sys_heap = None  # (free, largest block) as an ESP32 reports its system heap; None: not reported
+
+    def system_heap(self):
+        return self.sys_heap
 
 
 def _online(d):
@@ -181,6 +187,9 @@ class _App:
     async def publish(self, t, payload, qos=0):
         self.said.append((t, json.loads(payload)))
 
+    def subscribe(self, t, qos=1):
+        self.said.append(("subscribe", t))
+
 
 def _offer(**over):
     o = {"version": "0.2.0", "sv": 2, "size": 1000, "sha256": "ab" * 32, "boards": ["virtual"],
@@ -200,6 +209,55 @@ def test_offers_this_device_must_refuse():
         assert ota.refusal(app, _offer(sha256="ab"), {})[0] == "bad-offer"
         assert ota.refusal(app, _offer(version="2"), {})[0] == "bad-offer"
         assert ota.refusal(app, _offer(), {"pending_slot": "a"})[0] == "busy"
+
+
+def test_an_offer_without_room_for_its_download_is_refused_as_low_memory():
+    # On an ESP32 a download without room makes the heap grow into the system heap and Wi-Fi stops.
+    with TempDir() as d:
+        app = _App(d)
+        app.board.sys_heap = (40000, 36864)
+        assert ota.no_room(app) is None
+        app.board.sys_heap = (400, 152)  # seen on the emulated sensor board once online
+        why = ota.no_room(app)
+        assert why[0] == "low-memory" and "system heap block 152 (needs 16384)" in why[1], why
+        app.board.sys_heap = None
+        import gc
+
+        if not hasattr(gc, "mem_free"):  # CPython: no capped heap to measure
+            return
+        floor = ota._FREE_MIN
+        try:
+            ota._FREE_MIN = 1 << 40  # more heap than any interpreter here has free
+            why = ota.no_room(app)
+            assert why[0] == "low-memory" and "bytes of heap free" in why[1] and "block -" in why[1], why
+        finally:
+            ota._FREE_MIN = floor
+
+
+async def test_a_download_stops_when_the_system_heap_runs_short_and_says_why():
+    # Seen on the emulated ESP32: once the download began the system heap fell from 35 KB to 160
+    # bytes in one block, and Wi-Fi stopped. The download stops before asking for another chunk.
+    with TempDir() as d:
+        app = _App(d)
+        app.delivery, app.sensing, app.panel = [], None, None
+        app.cp = type("Cp", (), {"alarm_id": None})()
+        app.connected = True  # app.mq is the fake app itself
+        app.board.sys_heap = (40000, 36864)
+        dl = ota.Download(app, _offer())
+        dl.begin()
+        app.board.sys_heap = (316, 160)
+        await dl.run()
+        assert dl.done
+        reports = []
+        for _ in range(50):  # fail() reports in a task of its own
+            reports = [m for t, m in app.said if t == topic("hn-a-0001", "ota")]
+            if reports:
+                break
+            await asyncio.sleep(0.005)
+        assert [r["state"] for r in reports] == ["failed"] and reports[0]["reason"] == "low-memory", app.said
+        reports = reports[-1:]
+        assert "system heap block 160 bytes" in reports[-1]["detail"]
+        assert "ota-download.json" not in os.listdir(d)  # nothing left for a later offer to resume
 
 
 async def test_a_confirmation_for_another_version_is_refused():  # confirm() answers in a task

@@ -209,6 +209,29 @@ def test_a_download_that_keeps_rebooting_the_device_is_failed_not_offered_again(
     vb.console.wait_for(lambda m: m.get("ev") == "ack" and m.get("stage") == "accepted", 40, since=mark)
 
 
+def test_a_panic_button_without_room_for_the_update_refuses_it_and_keeps_protecting(tmp_path, release):
+    # The panic button at the heap cap its tests run at (docs/performance.md) cannot even load the
+    # update's code: it says so once, the rollout ends there, and its button still reaches 114.
+    keys, bundles = release
+    s = Stack(tmp_path / "panic", 1, keep_consoles=True, heap="72K", board="virtual-panic", bridge_extra={
+        "ota": {"release_key": str(keys.pub), "chunk": CHUNK, "confirm_s": 60, "stall_s": 5, "tick_s": 0.5}})
+    try:
+        s.up(smsc=False, watch=False)
+        vb, dev = s.boards[0], s.sites[0]["cfg"]["dev"]
+        vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "connected", 30)
+        cli(s, "upload", str(bundles["panic-only"]))
+        cli(s, "rollout", "0.4.0", "--to", f"devices={dev}")
+        d = wait_device(s, dev, ("refused",), 60)
+        assert d["reason"] == "low-memory no room to load the update code", d
+        st = vb.request("status")
+        assert st["fw"] == "0.1.0" and st["lowmem"] >= 1
+        mark = vb.console.mark()
+        vb.request("press", ms=80)
+        vb.console.wait_for(lambda m: m.get("ev") == "ack" and m.get("stage") == "accepted", 40, since=mark)
+    finally:
+        s.down()
+
+
 def test_an_alarm_during_a_download_goes_first_and_the_update_waits(stack, release):
     vb, dev, _ = downloading(stack, release[1]["good"], 0, 0)
     mark = vb.console.mark()
