@@ -12,6 +12,8 @@ from protocol import KEEP, advances, ctr_of, durable, event_id
 ACK_TIMEOUT_MS = 30000  # resend an event the bridge has not stored within this time
 STAGES_KEPT = 8  # event stages remembered; the active alarm's is the one shown
 RAM_MAX = 16  # events kept in RAM when flash refuses them; past it the oldest goes, counted
+# A pause that allocates nothing on MicroPython (its sleep_ms reuses one generator)
+_sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))
 
 
 class Delivery:
@@ -84,6 +86,10 @@ class Delivery:
             except MemoryError:  # (even awaiting a coroutine allocates)
                 self.lowmem += 1  # the events stay queued: tried again on the next wake
                 gc.collect()
+                # Yield before trying again: with the heap still full, wake.wait() fails at once, and
+                # a loop that never yields stops every task (the watchdog's feed, whatever would free
+                # the heap) until the watchdog resets the device and a press owed in RAM is lost.
+                await _sleep_ms(100)
             except Exception as e:  # a flash read that fails, a bug: the events stay queued, as above
                 if self.on_error:
                     self.on_error("send", e)

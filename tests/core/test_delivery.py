@@ -243,3 +243,50 @@ async def test_the_sender_survives_a_flash_read_that_fails_and_sends_later():
         assert errors == [("send", "flash read failed")] * 2, errors
         assert w.frames == [b"frame1"]  # kept in the outbox, sent on the wake after the failures
         assert q.pending() == [1]  # still there until the bridge stores it
+
+
+async def test_a_heap_that_stays_full_does_not_stop_the_other_tasks():
+    # Seen at the 72 KB cap under load: with the heap full, every wake.wait() failed at once, the
+    # sender retried without yielding, nothing else ran (not the watchdog's feed, not what held the
+    # heap), and the watchdog reset the device with a press still owed in RAM.
+    import asyncio
+
+    with TempDir() as d:
+        w, who = Wire(), Listener()
+        q = _make(d, w, who)
+        beats, seen = [0], []
+
+        class FullHeap:
+            """A wake whose wait fails for want of memory, 20 times, then waits for good."""
+
+            def __init__(self):
+                self.left = 20
+                self.forever = asyncio.Event()
+
+            def wait(self):
+                seen.append(beats[0])
+                if self.left:
+                    self.left -= 1
+                    raise MemoryError
+                return self.forever.wait()
+
+            def clear(self):
+                pass
+
+        q.wake = FullHeap()
+
+        async def beat():  # the main loop, feeding the watchdog
+            while True:
+                beats[0] += 1
+                await asyncio.sleep(0.005)
+
+        b = asyncio.create_task(beat())
+        s = asyncio.create_task(q.run())
+        for _ in range(400):
+            if len(seen) > 20:
+                break
+            await asyncio.sleep(0.01)
+        s.cancel()
+        b.cancel()
+        assert len(seen) == 21 and q.lowmem == 20, (seen, q.lowmem)
+        assert seen[-1] - seen[0] >= 10, seen  # the other task ran between the sender's tries
