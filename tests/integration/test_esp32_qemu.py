@@ -147,7 +147,9 @@ def test_press_reaches_114_and_the_incident_id_comes_back_to_the_chip(system):
     ind = board.request("indicator", timeout=15)
     assert (ind["state"], ind["event"], ind["incident"]) == ("accepted", ev["id"], acked["incident"])
     alarm = [b for b in events(obs, "alarm") if b["id"] == ev["id"]]
-    assert len(alarm) == 1 and alarm[0]["cause"] == "button" and alarm[0]["loc"]["src"] == "fixed"
+    # at least once: a connection the emulated Wi-Fi drops is followed by a resend of the same frame
+    assert alarm and all(b == alarm[0] for b in alarm), alarm
+    assert alarm[0]["cause"] == "button" and alarm[0]["loc"]["src"] == "fixed"
     wait_until(lambda: board.request("outbox", timeout=60)["ids"] == [], 30, what="the chip's outbox emptied")
 
 

@@ -202,7 +202,7 @@ def test_a_download_that_keeps_rebooting_the_device_is_failed_not_offered_again(
         vb.console.wait_for(lambda m: m.get("ev") == "mqtt" and m.get("state") == "connected", 30, since=mark)
     d = wait_device(stack, dev, ("failed",), 60)
     assert d["reason"] == "rebooted 3 times during the download", d
-    assert status(stack)["state"] == "halted"
+    wait_until(lambda: status(stack)["state"] == "halted", 10, 0.5, what="the rollout halted")  # next tick
     assert vb.request("status")["fw"] == "0.1.0"  # still the version it ran, and protecting
     mark = vb.console.mark()
     vb.request("press", ms=80)
